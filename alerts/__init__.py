@@ -1,0 +1,1 @@
+"""Telling people: alert state machine, alert events and publisher, Prometheus metrics."""

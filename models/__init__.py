@@ -1,0 +1,1 @@
+"""Judging data: scorers, training, artifacts, thresholds, quality prediction, evaluation."""

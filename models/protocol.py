@@ -1,0 +1,93 @@
+"""The small protocols every scorer and threshold follows.
+
+Scoring is batch-first: the run loop gathers every window that became ready in one
+consumed batch, across all assets, and makes one ``score_batch`` call.
+
+Windows handed to a scorer are already normalised with the scorer's own
+``Normalizer`` (the stream state normalises each reading once, when it arrives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-signal centring and scaling learnt from normal history.
+
+    >>> import numpy as np
+    >>> n = Normalizer.fit(np.array([[1.0, 10.0], [3.0, 30.0]], dtype=np.float32))
+    >>> n.transform(np.array([[2.0, 20.0]], dtype=np.float32)).tolist()
+    [[0.0, 0.0]]
+    """
+
+    mean: FloatArray
+    scale: FloatArray
+
+    @classmethod
+    def fit(cls, data: npt.ArrayLike, *, min_scale: float = 1e-6) -> Normalizer:
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(
+                f"need a 2-D array of rows x signals with at least one row, got {arr.shape}"
+            )
+        mean = np.nanmean(arr, axis=0)
+        std = np.nanstd(arr, axis=0)
+        # A constant signal (a set-point) would divide by zero; keep it centred, scale 1.
+        scale = np.where(np.isfinite(std) & (std > min_scale), std, 1.0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+    def transform(self, data: npt.ArrayLike) -> FloatArray:
+        return ((np.asarray(data, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"mean": [float(v) for v in self.mean], "scale": [float(v) for v in self.scale]}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Sequence[float]]) -> Normalizer:
+        return cls(
+            np.asarray(obj["mean"], dtype=np.float32), np.asarray(obj["scale"], dtype=np.float32)
+        )
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Judges windows of normalised readings.
+
+    ``fit`` takes normal history as a list of contiguous segments, each an array of
+    shape (rows, signals) that is *already normalised*; windows never span two segments.
+    ``score_batch`` takes windows of shape (batch, window, signals) and returns a score per
+    window (higher is more abnormal) and a contribution per signal (batch, signals),
+    non-negative and summing to 1 per row, telling which signals explain the score.
+
+    Persistence never pickles: ``get_config`` gives JSON-able hyper-parameters (including
+    ``n_signals``), ``state_tensors`` gives every learnt number as named arrays (saved with
+    safetensors), and ``from_state`` rebuilds an equal scorer from those two.
+
+    ``fit`` returns a JSON-able dict of training metrics (losses, epochs, seconds).
+    """
+
+    name: str
+    window: int
+
+    def fit(self, segments: Sequence[FloatArray], *, seed: int = 0) -> dict[str, Any]: ...
+
+    def score_batch(self, windows: FloatArray) -> tuple[FloatArray, FloatArray]: ...
+
+    def get_config(self) -> dict[str, Any]: ...
+
+    def state_tensors(self) -> dict[str, npt.NDArray[Any]]: ...
+
+    @classmethod
+    def from_state(
+        cls, config: Mapping[str, Any], tensors: Mapping[str, npt.NDArray[Any]]
+    ) -> Scorer: ...

@@ -1,0 +1,1 @@
+"""Moving data: Kafka clients, schemas, dead-letter routing, windowing, sources, simulator, CLI."""

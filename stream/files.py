@@ -1,0 +1,212 @@
+"""File sources: CSV and Parquet tables of readings, for training and backtests.
+
+A table has a time column (``timestamp``, ``datetime``, ``time`` or ``ts``, or named by
+the caller), numeric signal columns, and optionally an ``asset`` column and a label
+column. Label-like columns (``anomaly``, ``changepoint``, ``fault`` …) are never used as
+signals, so a label can never leak into a model's inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
+#: Columns that carry ground truth in common data sets (SKAB, our simulator, NAB-style
+#: files); they are excluded from the signals whether or not they are the chosen label.
+LABEL_LIKE_COLUMNS = frozenset(
+    {"anomaly", "changepoint", "label", "labels", "fault", "fault_kind", "is_anomaly", "attack"}
+)
+#: Epoch numbers below this are taken as seconds, above as milliseconds.
+_EPOCH_SECONDS_LIMIT = 100_000_000_000
+
+
+class FileFormatError(ValueError):
+    """A file that cannot be read as a table of readings; the message says why."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Readings in time order: ``values`` is (rows, signals) float64, NaN where missing."""
+
+    ts_ms: npt.NDArray[np.int64]
+    signals: tuple[str, ...]
+    values: npt.NDArray[np.float64]
+    assets: npt.NDArray[np.object_] | None
+    labels: npt.NDArray[np.int8] | None
+    time_column: str
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    def segments(self, *, max_gap_ms: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges ``[start, end)`` contiguous in time: per asset, split at long gaps.
+
+        Rows of one asset must be contiguous in the table (``read_table`` sorts them so).
+        """
+        bounds: list[tuple[int, int]] = []
+        n = len(self)
+        if n == 0:
+            return bounds
+        cut = np.zeros(n, dtype=bool)
+        cut[0] = True
+        if self.assets is not None:
+            cut[1:] |= self.assets[1:] != self.assets[:-1]
+        if max_gap_ms is not None:
+            cut[1:] |= np.diff(self.ts_ms) > max_gap_ms
+        starts = np.flatnonzero(cut)
+        ends = [*starts[1:].tolist(), n]
+        bounds = [(int(s), int(e)) for s, e in zip(starts.tolist(), ends, strict=True)]
+        return bounds
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        head = fh.read(8192)
+    try:
+        return csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise FileFormatError(f"{path} does not exist")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(path)
+        if suffix in (".csv", ".txt", ".tsv"):
+            return pacsv.read_csv(
+                path, parse_options=pacsv.ParseOptions(delimiter=_sniff_delimiter(path))
+            )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileFormatError(f"{path} could not be read: {exc}") from exc
+    raise FileFormatError(f"{path}: use a .csv or .parquet file (got {suffix or 'no suffix'})")
+
+
+def _to_epoch_ms(column: pa.ChunkedArray, name: str) -> npt.NDArray[np.int64]:
+    typ = column.type
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        return np.asarray(pc.cast(column, pa.timestamp("ms", tz="UTC")).cast(pa.int64()), np.int64)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        raw = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if not np.all(np.isfinite(raw)):
+            raise FileFormatError(f"time column {name!r} has empty or non-finite values")
+        scale = 1000.0 if raw.size and np.nanmax(np.abs(raw)) < _EPOCH_SECONDS_LIMIT else 1.0
+        return np.rint(raw * scale).astype(np.int64)
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        # Offsets given ("Z", "+01:00") are honoured; a time without one is taken as UTC.
+        for target in (pa.timestamp("ms", tz="UTC"), pa.timestamp("ms")):
+            try:
+                return np.asarray(pc.cast(column, target).cast(pa.int64()), dtype=np.int64)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+        first = column[0].as_py() if len(column) else None
+        raise FileFormatError(
+            f"time column {name!r} is not RFC 3339 / ISO 8601 text (first value {first!r})"
+        )
+    raise FileFormatError(f"time column {name!r} has type {typ}, not a time or a number")
+
+
+def read_table(
+    path: str | Path,
+    *,
+    time_column: str | None = None,
+    asset_column: str = "asset",
+    label_column: str | None = None,
+    signals: Sequence[str] | None = None,
+) -> Table:
+    """Read a CSV (``,``/``;``/tab separated, sniffed) or Parquet file into a :class:`Table`.
+
+    Rows are sorted by asset, then time (stable). ``signals`` fixes which columns are used
+    and in which order (a model's signal list); otherwise every numeric column that is not
+    the time, asset or a label-like column is a signal.
+    """
+    path = Path(path)
+    table = _read_arrow(path)
+    names = list(table.column_names)
+    if time_column is None:
+        lowered = {n.lower(): n for n in names}
+        time_column = next((lowered[c] for c in TIME_COLUMNS if c in lowered), None)
+        if time_column is None:
+            raise FileFormatError(
+                f"{path}: no time column; expected one of {', '.join(TIME_COLUMNS)} "
+                f"or --time-column NAME (columns are: {', '.join(names[:12])})"
+            )
+    elif time_column not in names:
+        raise FileFormatError(f"{path}: time column {time_column!r} not among {names[:12]}")
+    if label_column is not None and label_column not in names:
+        raise FileFormatError(f"{path}: label column {label_column!r} not among {names[:12]}")
+    ts_ms = _to_epoch_ms(table.column(time_column), time_column)
+
+    reserved = {time_column, asset_column, label_column} | {
+        n for n in names if n.lower() in LABEL_LIKE_COLUMNS
+    }
+    if signals is None:
+        chosen = [
+            n
+            for n in names
+            if n not in reserved
+            and (
+                pa.types.is_integer(table.schema.field(n).type)
+                or pa.types.is_floating(table.schema.field(n).type)
+                or pa.types.is_null(table.schema.field(n).type)
+            )
+        ]
+    else:
+        missing = [s for s in signals if s not in names]
+        if missing:
+            raise FileFormatError(f"{path}: the model's signals {missing} are not in the file")
+        chosen = list(signals)
+    if not chosen:
+        raise FileFormatError(f"{path}: no numeric signal columns besides time/asset/labels")
+    values = np.empty((table.num_rows, len(chosen)), dtype=np.float64)
+    for j, name in enumerate(chosen):
+        col = table.column(name)
+        try:
+            values[:, j] = np.asarray(
+                pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FileFormatError(f"{path}: signal column {name!r} is not numeric") from exc
+    values[~np.isfinite(values)] = np.nan
+
+    assets = None
+    if asset_column in names:
+        assets = np.asarray(
+            pc.cast(table.column(asset_column), pa.string()).to_numpy(zero_copy_only=False),
+            dtype=object,
+        )
+    labels = None
+    if label_column is not None:
+        raw = np.asarray(
+            pc.cast(table.column(label_column), pa.float64()).to_numpy(zero_copy_only=False),
+            dtype=np.float64,
+        )
+        labels = (np.nan_to_num(raw) > 0).astype(np.int8)
+
+    order = np.lexsort((ts_ms, assets)) if assets is not None else np.argsort(ts_ms, kind="stable")
+    return Table(
+        ts_ms=ts_ms[order],
+        signals=tuple(chosen),
+        values=values[order],
+        assets=assets[order] if assets is not None else None,
+        labels=labels[order] if labels is not None else None,
+        time_column=time_column,
+    )
+
+
+def iter_rows(table: Table, chunk_rows: int) -> Iterator[slice]:
+    """Slices of ``chunk_rows`` rows, in the order a streaming replay consumes them."""
+    for start in range(0, len(table), chunk_rows):
+        yield slice(start, min(start + chunk_rows, len(table)))

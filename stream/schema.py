@@ -1,0 +1,220 @@
+"""Message shapes on the wire, and the one decoder every sensor message goes through.
+
+A message either decodes into a :class:`SensorReading` or becomes a :class:`Rejection`
+that names a :class:`Reason`; nothing raises out of :meth:`ReadingDecoder.decode`, so a
+bad message can never stop the consumer (it goes to the dead-letter topic instead).
+
+>>> dec = ReadingDecoder()
+>>> r = dec.decode(b'{"asset": "pump-17", "ts": 1795899600123, "values": {"temp": 71.2}}')
+>>> (r.asset, r.ts_ms, r.values)
+('pump-17', 1795899600123, {'temp': 71.2})
+>>> dec.decode(b'{"asset": "pump-17", "ts": "yesterday", "values": {}}').reason.value
+'bad_timestamp'
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+#: Readings before this instant are refused: an epoch in seconds sent where
+#: milliseconds are expected lands in January 1970 and would poison every window.
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TS_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class Reason(enum.StrEnum):
+    """Why a message went to the dead-letter topic (also the ``result`` metric label)."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    EMPTY_ASSET = "empty_asset"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NON_NUMERIC_VALUE = "non_numeric_value"
+    NON_FINITE_VALUE = "non_finite_value"
+    OVERSIZE = "oversize"
+    UNKNOWN_SIGNAL = "unknown_signal"
+
+
+class SensorReading(msgspec.Struct, frozen=True):
+    """One decoded reading: an asset, a time in epoch milliseconds, values by signal."""
+
+    asset: str
+    ts_ms: int
+    values: dict[str, float | None]
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A message that cannot be used, with the reason and a short human detail."""
+
+    reason: Reason
+    detail: str
+
+
+class _Wire(msgspec.Struct):
+    asset: str
+    ts: datetime | int | float
+    values: dict[str, float | None]
+
+
+def format_ts(ts_ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, as the DESIGN's examples write it.
+
+    >>> format_ts(1795899600123)
+    '2026-11-28T21:00:00.123Z'
+    """
+    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def parse_ts(value: object) -> int:
+    """RFC 3339 text or epoch milliseconds to epoch milliseconds; ``ValueError`` if neither.
+
+    A time without an offset is taken as UTC.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+        return _datetime_ms(dt)
+    if isinstance(value, datetime):
+        return _datetime_ms(value)
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("timestamp is not finite")
+        ms = round(value)
+        if not MIN_TS_MS <= ms < MAX_TS_MS:
+            raise ValueError(
+                f"epoch {value} is outside 2000..3000 in milliseconds (was it sent in seconds?)"
+            )
+        return ms
+    raise ValueError(
+        f"timestamp must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}"
+    )
+
+
+def _datetime_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ms = round(dt.timestamp() * 1000)
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise ValueError(f"timestamp {dt.isoformat()} is outside 2000..3000")
+    return ms
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_reading(asset: str, ts_ms: int, values: Mapping[str, float | None]) -> bytes:
+    """The documented JSON for a reading (NaN and infinities are sent as null).
+
+    >>> encode_reading("pump-1", 1795899600123, {"temp": 71.25, "flow": float("nan")})
+    b'{"asset":"pump-1","ts":"2026-11-28T21:00:00.123Z","values":{"temp":71.25,"flow":null}}'
+    """
+    clean = {
+        k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()
+    }
+    return _ENCODER.encode({"asset": asset, "ts": format_ts(ts_ms), "values": clean})
+
+
+class ReadingDecoder:
+    """Decodes and validates sensor messages in one msgspec pass; classifies failures.
+
+    ``allowed_signals``: when the served model's signal list is fixed, any other signal name
+    is refused as ``unknown_signal`` (a renamed tag would otherwise silently look missing).
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_signals: Collection[str] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._decoder = msgspec.json.Decoder(_Wire)
+        self._allowed = frozenset(allowed_signals) if allowed_signals is not None else None
+        self.max_message_bytes = max_message_bytes
+
+    def decode(self, raw: bytes | None) -> SensorReading | Rejection:
+        if raw is None:
+            return Rejection(Reason.NOT_JSON, "empty message (no value)")
+        if len(raw) > self.max_message_bytes:
+            return Rejection(
+                Reason.OVERSIZE, f"{len(raw)} bytes is over the limit of {self.max_message_bytes}"
+            )
+        try:
+            wire = self._decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return _classify(raw)
+        return self._check(wire.asset, wire.ts, wire.values)
+
+    def _check(
+        self, asset: str, ts: object, values: Mapping[str, float | None]
+    ) -> SensorReading | Rejection:
+        if not asset.strip():
+            return Rejection(Reason.EMPTY_ASSET, "asset is empty")
+        try:
+            ts_ms = parse_ts(ts)
+        except (ValueError, OverflowError, OSError) as exc:
+            return Rejection(Reason.BAD_TIMESTAMP, str(exc)[:200])
+        for name, value in values.items():
+            if value is not None and not math.isfinite(value):
+                return Rejection(Reason.NON_FINITE_VALUE, f"signal {name!r} is {value}")
+            if not name:
+                return Rejection(Reason.UNKNOWN_SIGNAL, "a signal name is empty")
+        if self._allowed is not None:
+            unknown = [name for name in values if name not in self._allowed]
+            if unknown:
+                return Rejection(
+                    Reason.UNKNOWN_SIGNAL, f"signal(s) not in the model: {sorted(unknown)[:5]}"
+                )
+        return SensorReading(asset, ts_ms, dict(values))
+
+
+def _classify(raw: bytes) -> Rejection:
+    """Slow path, only for messages the typed decoder refused: say exactly why."""
+    try:
+        obj: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        text = raw[:4096].decode("utf-8", errors="replace")
+        if any(tok in text for tok in ("NaN", "Infinity")) or "out of range" in str(exc):
+            return Rejection(
+                Reason.NON_FINITE_VALUE, "NaN, Infinity or a number out of range; send null"
+            )
+        return Rejection(Reason.NOT_JSON, str(exc)[:200])
+    if not isinstance(obj, dict):
+        return Rejection(Reason.NOT_OBJECT, f"top level is {type(obj).__name__}, not an object")
+    missing = [k for k in ("asset", "ts", "values") if k not in obj]
+    if missing:
+        return Rejection(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    asset = obj["asset"]
+    if not isinstance(asset, str):
+        if asset is None:
+            return Rejection(Reason.EMPTY_ASSET, "asset is null")
+        return Rejection(Reason.MISSING_FIELD, f"asset must be text, got {type(asset).__name__}")
+    if not asset.strip():
+        return Rejection(Reason.EMPTY_ASSET, "asset is empty")
+    try:
+        parse_ts(obj["ts"])
+    except (ValueError, OverflowError, OSError) as exc:
+        return Rejection(Reason.BAD_TIMESTAMP, str(exc)[:200])
+    values = obj["values"]
+    if not isinstance(values, dict):
+        return Rejection(
+            Reason.NON_NUMERIC_VALUE, f"values must be an object, got {type(values).__name__}"
+        )
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return Rejection(Reason.NON_NUMERIC_VALUE, f"signal {name!r} is {type(value).__name__}")
+    # Anything the typed decoder refused that passes every check above (a value out of
+    # float range, say) is still refused, never guessed at.
+    return Rejection(Reason.NON_NUMERIC_VALUE, "values do not decode as numbers or null")

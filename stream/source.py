@@ -1,0 +1,197 @@
+"""Kafka edge of the ingest: consume sensor messages in batches, decode, route bad ones.
+
+The consumer never auto-commits: the run loop commits the offsets a batch returns only
+after everything the batch caused has been delivered (DESIGN, Delivery). A message that
+cannot be used becomes a :class:`Rejected` value bound for the dead-letter topic, with the
+reason and its source topic/partition/offset in headers, and its bytes unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from stream.config import Settings
+from stream.schema import ReadingDecoder, Rejection, SensorReading
+
+log = logging.getLogger(__name__)
+
+#: Header names on dead-lettered messages (original headers are kept before them).
+DLQ_REASON = "plantwatch.reason"
+DLQ_DETAIL = "plantwatch.detail"
+DLQ_TOPIC = "plantwatch.source.topic"
+DLQ_PARTITION = "plantwatch.source.partition"
+DLQ_OFFSET = "plantwatch.source.offset"
+DLQ_TIMESTAMP = "plantwatch.source.timestamp"
+
+Headers = list[tuple[str, bytes]]
+#: produce(topic, key, value, headers): the delivery-checked producer of the run loop.
+ProduceFn = Callable[[str, bytes | None, bytes | None, Headers], None]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A consumed message that cannot be used, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int | None
+    rejection: Rejection
+
+    def dlq_headers(self) -> Headers:
+        return [
+            *self.headers,
+            (DLQ_REASON, self.rejection.reason.value.encode()),
+            (DLQ_DETAIL, self.rejection.detail.encode("utf-8", errors="replace")),
+            (DLQ_TOPIC, self.topic.encode()),
+            (DLQ_PARTITION, str(self.partition).encode()),
+            (DLQ_OFFSET, str(self.offset).encode()),
+            (
+                DLQ_TIMESTAMP,
+                str(self.timestamp_ms if self.timestamp_ms is not None else "").encode(),
+            ),
+        ]
+
+
+@dataclass
+class Batch:
+    """One consumed batch: readings in arrival order, rejects, and the offsets to commit."""
+
+    readings: list[SensorReading] = field(default_factory=list)
+    #: Partition of each reading (parallel to ``readings``), for per-asset ownership.
+    partitions: list[int] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: Next offset to consume per (topic, partition): what a commit stores.
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    messages: int = 0
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in sorted(self.next_offsets.items())]
+
+
+def decode_messages(messages: Sequence[Message], decoder: ReadingDecoder) -> Batch:
+    """Pure part of the ingest: classify every message of a consumed batch."""
+    batch = Batch()
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer error (will retry): %s", err)
+            continue
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            continue  # only error events lack these, and those were handled above
+        batch.messages += 1
+        batch.next_offsets[(topic, partition)] = offset + 1
+        value = msg.value()
+        decoded = decoder.decode(value)
+        if isinstance(decoded, SensorReading):
+            batch.readings.append(decoded)
+            batch.partitions.append(partition)
+        else:
+            _, ts = msg.timestamp()
+            batch.rejected.append(
+                Rejected(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=msg.key(),
+                    value=value,
+                    headers=_plain_headers(msg),
+                    timestamp_ms=ts if ts and ts > 0 else None,
+                    rejection=decoded,
+                )
+            )
+    return batch
+
+
+def _plain_headers(msg: Message) -> Headers:
+    raw = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    out: Headers = []
+    for name, value in items:
+        if value is None:
+            out.append((name, b""))
+        else:
+            out.append((name, value.encode() if isinstance(value, str) else bytes(value)))
+    return out
+
+
+class SensorSource:
+    """A consumer-group member reading ``plantwatch.sensors`` in batches.
+
+    ``on_revoke`` / ``on_assign`` are called from inside :meth:`poll_batch` when the group
+    rebalances; the run loop uses them to checkpoint and restore per-asset state.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        decoder: ReadingDecoder,
+        *,
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        stats_cb: Callable[[str], None] | None = None,
+        topics: Sequence[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.decoder = decoder
+        conf: dict[str, Any] = dict(settings.kafka.consumer_config())
+        conf.setdefault("enable.auto.commit", "false")
+        conf.setdefault("enable.auto.offset.store", "false")
+        conf.setdefault("auto.offset.reset", settings.consumer.auto_offset_reset)
+        conf.setdefault("enable.partition.eof", "false")
+        # A rebalance must never hand one asset to two processes mid-batch; the default
+        # eager protocol revokes everything first, which is what our checkpointing assumes.
+        conf.setdefault("partition.assignment.strategy", "range")
+        if stats_cb is not None:
+            conf.setdefault("statistics.interval.ms", "5000")
+            conf["stats_cb"] = stats_cb
+        self._consumer = Consumer(conf)
+        self._topics = list(topics) if topics is not None else [settings.topics.sensors]
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=lambda _c, parts: on_assign(parts) if on_assign else None,
+            on_revoke=lambda _c, parts: on_revoke(parts) if on_revoke else None,
+        )
+
+    def poll_batch(self) -> Batch:
+        """Up to ``batch_size`` messages, waiting at most ``batch_wait_ms`` for them."""
+        cfg = self.settings.consumer
+        messages = self._consumer.consume(
+            num_messages=cfg.batch_size, timeout=cfg.batch_wait_ms / 1000.0
+        )
+        return decode_messages(messages, self.decoder)
+
+    def commit(self, batch: Batch) -> None:
+        """Synchronously commit the batch's offsets (raises if the broker refuses)."""
+        offsets = batch.commit_offsets()
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def group_metadata(self) -> Any:
+        """For exactly-once: the consumer's group metadata to send with a transaction."""
+        return self._consumer.consumer_group_metadata()
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def route_rejected(rejected: Sequence[Rejected], dlq_topic: str, produce: ProduceFn) -> None:
+    """Send every rejected message, unchanged, to the dead-letter topic with its reason."""
+    for item in rejected:
+        produce(dlq_topic, item.key, item.value, item.dlq_headers())

@@ -1,0 +1,185 @@
+"""Per-asset stream state: cleaning and ring-buffer windows of normalised readings.
+
+One :class:`AssetWindow` per asset holds the last ``window`` readings in the model's
+signal order. Each reading is normalised once, on arrival. Cleaning rules, each counted:
+
+- a missing value (absent or null) is carried forward from the signal's last value; once a
+  signal has been carried for more than ``stale_limit`` readings the window is not scored
+  (``stale``), and before a signal's first value it is not scored either (``missing``);
+- a reading not newer than the asset's last one is dropped (``late``); readings are put in
+  time order within a consumed batch before they get here, which re-orders small swaps;
+- a gap longer than ``max_gap_ms`` empties the window (``gap_reset``): a window must not
+  join two separate runs of the machine.
+
+>>> import numpy as np
+>>> from models.protocol import Normalizer
+>>> norm = Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))
+>>> w = AssetWindow(("a", "b"), window=2, stride=1, normalizer=norm)
+>>> w.push(1_000, {"a": 1.0, "b": 2.0}), w.push(2_000, {"a": 3.0, "b": None})
+(<Push.WARMING_UP: 'warming_up'>, <Push.READY: 'ready'>)
+>>> w.window().tolist()
+[[1.0, 2.0], [3.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.protocol import Normalizer
+
+SNAPSHOT_VERSION = 1
+
+
+class Push(enum.StrEnum):
+    """What a reading did to its asset's window (the not-ready ones are counted)."""
+
+    READY = "ready"
+    WARMING_UP = "warming_up"
+    STRIDE = "stride"
+    STALE = "stale"
+    MISSING = "missing"
+    LATE = "late"
+
+
+class AssetWindow:
+    """Ring buffer of the last ``window`` normalised readings of one asset."""
+
+    __slots__ = (
+        "_buf",
+        "_carried",
+        "_filled",
+        "_index",
+        "_last",
+        "_pos",
+        "_since_ready",
+        "gap_resets",
+        "last_ts_ms",
+        "max_gap_ms",
+        "normalizer",
+        "signals",
+        "stale_limit",
+        "stride",
+        "window_size",
+    )
+
+    def __init__(
+        self,
+        signals: tuple[str, ...],
+        *,
+        window: int,
+        stride: int,
+        normalizer: Normalizer,
+        stale_limit: int = 5,
+        max_gap_ms: int = 60_000,
+    ) -> None:
+        if window < 1 or stride < 1:
+            raise ValueError(f"window ({window}) and stride ({stride}) must be at least 1")
+        self.signals = signals
+        self._index = {name: i for i, name in enumerate(signals)}
+        self.window_size = window
+        self.stride = stride
+        self.normalizer = normalizer
+        self.stale_limit = stale_limit
+        self.max_gap_ms = max_gap_ms
+        n = len(signals)
+        # Written twice, at pos and pos + window, so the current window is one contiguous
+        # slice: no concatenation per scored window.
+        self._buf = np.zeros((2 * window, n), dtype=np.float32)
+        self._pos = 0
+        self._filled = 0
+        self._since_ready = 0
+        self._last = np.full(n, np.nan, dtype=np.float32)
+        self._carried = np.zeros(n, dtype=np.int64)
+        self.last_ts_ms: int | None = None
+        self.gap_resets = 0
+
+    def reset(self) -> None:
+        """Forget the window (not the last values, which still fill a short gap)."""
+        self._filled = 0
+        self._since_ready = 0
+
+    def push(self, ts_ms: int, values: Mapping[str, float | None]) -> Push:
+        """Add one reading; say whether a window is ready to score at this reading."""
+        if self.last_ts_ms is not None:
+            if ts_ms <= self.last_ts_ms:
+                return Push.LATE
+            if ts_ms - self.last_ts_ms > self.max_gap_ms:
+                self.reset()
+                self.gap_resets += 1
+        self.last_ts_ms = ts_ms
+        row = self._last.copy()
+        fresh = np.zeros(len(self.signals), dtype=bool)
+        index = self._index
+        for name, value in values.items():
+            i = index.get(name)
+            if i is not None and value is not None and math.isfinite(value):
+                row[i] = value
+                fresh[i] = True
+        self._carried = np.where(fresh, 0, self._carried + 1)
+        self._last = row
+        normed = (row - self.normalizer.mean) / self.normalizer.scale
+        self._buf[self._pos] = normed
+        self._buf[self._pos + self.window_size] = normed
+        self._pos = (self._pos + 1) % self.window_size
+        self._filled = min(self._filled + 1, self.window_size)
+        self._since_ready += 1
+        if self._filled < self.window_size:
+            return Push.WARMING_UP
+        if np.isnan(self._last).any():
+            return Push.MISSING
+        if int(self._carried.max()) > self.stale_limit:
+            return Push.STALE
+        if self._since_ready < self.stride:
+            return Push.STRIDE
+        self._since_ready = 0
+        return Push.READY
+
+    def window(self) -> npt.NDArray[np.float32]:
+        """The current window, oldest reading first (a view: copy it to keep it)."""
+        return self._buf[self._pos : self._pos + self.window_size]
+
+    def last_reading(self) -> npt.NDArray[np.float32]:
+        """The newest normalised reading (carried values included)."""
+        row: npt.NDArray[np.float32] = self._buf[(self._pos - 1) % self.window_size]
+        return row
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain, versioned state; :meth:`restore` continues exactly from it."""
+        order = [(self._pos + i) % self.window_size for i in range(self.window_size)]
+        return {
+            "v": SNAPSHOT_VERSION,
+            "signals": list(self.signals),
+            "window": self.window_size,
+            "rows": self._buf[order].tolist(),
+            "filled": self._filled,
+            "since_ready": self._since_ready,
+            "last": [None if math.isnan(v) else float(v) for v in self._last.tolist()],
+            "carried": self._carried.tolist(),
+            "last_ts_ms": self.last_ts_ms,
+            "gap_resets": self.gap_resets,
+        }
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Load a :meth:`snapshot`; refuse one made for other signals or window length."""
+        if snap.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"window snapshot version {snap.get('v')} is not {SNAPSHOT_VERSION}")
+        if tuple(snap["signals"]) != self.signals or int(snap["window"]) != self.window_size:
+            raise ValueError("window snapshot was made for another model (signals or window)")
+        rows = np.asarray(snap["rows"], dtype=np.float32).reshape(self.window_size, -1)
+        self._buf[: self.window_size] = rows
+        self._buf[self.window_size :] = rows
+        self._pos = 0
+        self._filled = int(snap["filled"])
+        self._since_ready = int(snap["since_ready"])
+        self._last = np.asarray(
+            [np.nan if v is None else v for v in snap["last"]], dtype=np.float32
+        )
+        self._carried = np.asarray(snap["carried"], dtype=np.int64)
+        self.last_ts_ms = None if snap["last_ts_ms"] is None else int(snap["last_ts_ms"])
+        self.gap_resets = int(snap["gap_resets"])
