@@ -123,19 +123,24 @@ class AssetWindow:
                 fresh[i] = True
         self._carried = np.where(fresh, 0, self._carried + 1)
         self._last = row
+        if np.isnan(row).any():
+            # A signal never seen yet: no window may contain this row, so the window
+            # starts filling again after it.
+            self.reset()
+            return Push.MISSING
         normed = (row - self.normalizer.mean) / self.normalizer.scale
         self._buf[self._pos] = normed
         self._buf[self._pos + self.window_size] = normed
         self._pos = (self._pos + 1) % self.window_size
+        just_full = self._filled == self.window_size - 1
         self._filled = min(self._filled + 1, self.window_size)
         self._since_ready += 1
         if self._filled < self.window_size:
             return Push.WARMING_UP
-        if np.isnan(self._last).any():
-            return Push.MISSING
         if int(self._carried.max()) > self.stale_limit:
             return Push.STALE
-        if self._since_ready < self.stride:
+        # The first full window is scored at once; later ones every ``stride`` readings.
+        if self._since_ready < self.stride and not just_full:
             return Push.STRIDE
         self._since_ready = 0
         return Push.READY

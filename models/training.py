@@ -1,0 +1,350 @@
+"""Training: from a table of historical readings to a :class:`TrainedModel`.
+
+The history arrives as one array of rows x signals, with ``segments`` marking the row
+ranges that are contiguous in time (one per asset, or split at time gaps) and ``exclude``
+marking rows known to be abnormal. Each segment's last ``validation_fraction`` of rows (in
+time order) is held out; the rest trains. Excluded rows and rows that are still missing a
+value after forward-filling cut a segment into *runs*: windows live inside one run, never
+across a segment boundary, an excluded row or the train/validation split.
+
+The normaliser is fitted on training rows only; scores of validation windows become the
+calibration scores the threshold starts from.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.artifact import TrainedModel
+from models.protocol import FloatArray, Normalizer, Scorer
+from models.registry import DEFAULT_SCORER, create_scorer
+
+# Fewer validation windows than this make a poor threshold start; training windows (a
+# little optimistic, but plentiful) are used instead and the metadata says so.
+MIN_CALIBRATION_WINDOWS = 100
+# Calibration and score summaries use at most this many windows, spread evenly in time,
+# so that a long history neither takes long to score nor bloats model.json.
+MAX_CALIBRATION_WINDOWS = 10_000
+SCORE_CHUNK = 2048
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _check_ranges(segments: Sequence[tuple[int, int]], n_rows: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for i, seg in enumerate(segments):
+        try:
+            start, end = (int(v) for v in seg)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"segment {i} must be a (start, end) pair of row numbers") from exc
+        if not 0 <= start < end <= n_rows:
+            raise ValueError(
+                f"segment {i} = ({start}, {end}) is not a non-empty row range inside 0..{n_rows}"
+            )
+        out.append((start, end))
+    ordered = sorted(out)
+    for (_, end_a), (start_b, _) in itertools.pairwise(ordered):
+        if start_b < end_a:
+            raise ValueError(
+                f"segments overlap (one ends at row {end_a}, the next starts at {start_b}); "
+                "each row belongs to at most one segment"
+            )
+    return out
+
+
+def window_starts(
+    segments: Sequence[tuple[int, int]], window: int, stride: int = 1
+) -> npt.NDArray[np.int64]:
+    """First row of every window inside the ``(start, end)`` row ranges, in order."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be positive, got {window} and {stride}")
+    parts = [
+        np.arange(start, end - window + 1, stride, dtype=np.int64)
+        for start, end in segments
+        if end - start >= window
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def windows_from_segments(
+    values: npt.ArrayLike, segments: Sequence[tuple[int, int]], window: int, stride: int = 1
+) -> FloatArray:
+    """Every window of ``window`` rows inside each ``(start, end)`` row range (end exclusive).
+
+    Windows step by ``stride`` rows from each range's start and never span two ranges; a
+    range shorter than ``window`` gives none. Returns float32 of shape (n, window, signals).
+
+    >>> import numpy as np
+    >>> v = np.arange(10, dtype=np.float32).reshape(5, 2)
+    >>> windows_from_segments(v, [(0, 3), (3, 5)], window=2)[:, :, 0].tolist()
+    [[0.0, 2.0], [2.0, 4.0], [6.0, 8.0]]
+    """
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"values must be rows x signals (2-D), got shape {arr.shape}")
+    ranges = _check_ranges(segments, arr.shape[0])
+    parts = [
+        np.lib.stride_tricks.sliding_window_view(arr[start:end], window, axis=0)[::stride]
+        for start, end in ranges
+        if end - start >= window
+    ]
+    if not parts:
+        return np.zeros((0, window, arr.shape[1]), np.float32)
+    # sliding_window_view puts the window axis last: (n, signals, window) -> (n, window, signals)
+    return np.ascontiguousarray(np.concatenate(parts, axis=0).transpose(0, 2, 1))
+
+
+def _forward_fill(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Carry each signal's last value down over NaNs; NaNs before its first value stay."""
+    present = ~np.isnan(rows)
+    last = np.where(present, np.arange(rows.shape[0])[:, None], 0)
+    np.maximum.accumulate(last, axis=0, out=last)
+    return rows[last, np.arange(rows.shape[1])[None, :]]
+
+
+@dataclass
+class _Runs:
+    """Clean contiguous row blocks of one role (training or validation), with counts."""
+
+    window: int
+    blocks: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    rows: int = 0
+    excluded_rows: int = 0
+    filled_values: int = 0
+    dropped_rows: int = 0
+    short_rows: int = 0
+
+    def add(self, rows: npt.NDArray[np.float64], keep: npt.NDArray[np.bool_]) -> None:
+        """Split ``rows`` at excluded rows (``~keep``) and clean each piece."""
+        self.rows += rows.shape[0]
+        self.excluded_rows += int((~keep).sum())
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+        for start, end in zip(edges[::2], edges[1::2], strict=True):
+            piece = rows[start:end]
+            missing = np.isnan(piece)
+            filled = _forward_fill(piece) if missing.any() else piece
+            still = np.isnan(filled).any(axis=1)
+            self.filled_values += int(missing.sum() - np.isnan(filled).sum())
+            # Rows still missing a value are a prefix (before some signal's first value).
+            first_ok = int(np.argmin(still)) if not still.all() else filled.shape[0]
+            self.dropped_rows += first_ok
+            clean = filled[first_ok:]
+            if clean.shape[0] >= self.window:
+                self.blocks.append(clean)
+            else:
+                self.short_rows += clean.shape[0]
+
+    @property
+    def n_windows(self) -> int:
+        return sum(b.shape[0] - self.window + 1 for b in self.blocks)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "excluded_rows": self.excluded_rows,
+            "filled_values": self.filled_values,
+            "dropped_rows": self.dropped_rows,
+            "short_run_rows": self.short_rows,
+            "used_rows": sum(b.shape[0] for b in self.blocks),
+            "runs": len(self.blocks),
+        }
+
+
+def _evenly(n_total: int, limit: int) -> npt.NDArray[np.int64]:
+    if n_total <= limit:
+        return np.arange(n_total, dtype=np.int64)
+    return np.unique(np.linspace(0, n_total - 1, limit).round().astype(np.int64))
+
+
+def _score_blocks(scorer: Scorer, blocks: Sequence[FloatArray], window: int) -> FloatArray:
+    """Scores of (at most MAX_CALIBRATION_WINDOWS, evenly spread) windows of ``blocks``."""
+    if not blocks:
+        return np.zeros(0, np.float32)
+    rows = np.concatenate(blocks, axis=0)
+    bounds = np.cumsum([0] + [b.shape[0] for b in blocks]).tolist()
+    starts = window_starts(list(itertools.pairwise(bounds)), window)
+    chosen = starts[_evenly(starts.size, MAX_CALIBRATION_WINDOWS)]
+    out = []
+    offsets = np.arange(window)
+    for i in range(0, chosen.size, SCORE_CHUNK):
+        batch = rows[chosen[i : i + SCORE_CHUNK, None] + offsets]
+        scores, _ = scorer.score_batch(np.ascontiguousarray(batch, dtype=np.float32))
+        out.append(np.asarray(scores, dtype=np.float32))
+    return np.concatenate(out)
+
+
+def _quantiles(scores: FloatArray) -> dict[str, float]:
+    if scores.size == 0:
+        return {}
+    q = np.quantile(scores.astype(np.float64), [0.5, 0.9, 0.99])
+    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": float(scores.max())}
+
+
+def _accepts_progress(fit: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fit).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def train_model(
+    values: npt.ArrayLike,
+    signals: Sequence[str],
+    *,
+    segments: Sequence[tuple[int, int]] | None = None,
+    exclude: npt.ArrayLike | None = None,
+    scorer: str = DEFAULT_SCORER,
+    window: int = 32,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    progress: Progress | None = None,
+    data_summary: Mapping[str, Any] | None = None,
+    **hyper: Any,
+) -> TrainedModel:
+    """Fit scorer ``scorer`` on normal history and return the trained model.
+
+    ``values`` (rows x signals, raw units, NaN = missing) lists rows in time order within
+    each of ``segments`` (half-open ``(start, end)`` row ranges; default: all rows form one
+    segment). Rows flagged in ``exclude`` (known abnormal) are neither trained on nor used
+    for calibration. Missing values are carried forward within a run; rows before a
+    signal's first value are dropped (both counted in ``metadata["data"]``).
+    ``data_summary`` (assets, time range, source file...) is copied into
+    ``metadata["data"]``; ``hyper`` goes to the scorer's constructor.
+
+    ``progress`` receives ``{"stage": "prepared", ...}`` before fitting, the scorer's own
+    events while it fits (the deep scorers send ``epoch``, ``loss``, ``val_loss``) and
+    ``{"stage": "calibrated", ...}`` at the end.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> model = train_model(rng.normal(size=(600, 3)), ["a", "b", "c"], window=8)
+    >>> model.name, model.window, model.calibration_scores.shape
+    ('pca', 8, (113,))
+    >>> model.metadata["calibration"]["source"]
+    'validation'
+    """
+    started = time.perf_counter()
+    arr = np.array(values, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"values must be rows x signals (2-D), got shape {arr.shape}")
+    n_rows, n_signals = arr.shape
+    names = [str(s) for s in signals]
+    if len(names) != n_signals:
+        raise ValueError(
+            f"values have {n_signals} columns but {len(names)} signal names were given; "
+            "give one name per column, in column order"
+        )
+    if n_rows == 0:
+        raise ValueError("no rows to train on: the history is empty")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive number of readings, got {window!r}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    ranges = _check_ranges([(0, n_rows)] if segments is None else segments, n_rows)
+    if exclude is None:
+        keep = np.ones(n_rows, dtype=bool)
+    else:
+        excluded = np.asarray(exclude)
+        if excluded.shape != (n_rows,) or excluded.dtype != np.bool_:
+            raise ValueError(
+                f"exclude must be a boolean array with one entry per row ({n_rows}), "
+                f"got dtype {excluded.dtype} and shape {excluded.shape}"
+            )
+        keep = ~excluded
+    arr[~np.isfinite(arr)] = np.nan
+
+    train, val = _Runs(window), _Runs(window)
+    for start, end in ranges:
+        n_val = int((end - start) * validation_fraction)
+        split = end - n_val
+        train.add(arr[start:split], keep[start:split])
+        val.add(arr[split:end], keep[split:end])
+
+    if not train.blocks:
+        usable = train.summary()
+        never_seen = [
+            name
+            for j, name in enumerate(names)
+            if not np.isfinite(arr[np.concatenate([np.arange(a, b) for a, b in ranges]), j]).any()
+        ]
+        hint = f" Signals with no value at all: {never_seen}." if never_seen else ""
+        raise ValueError(
+            f"too few usable rows for window={window}: no run of at least {window} consecutive "
+            f"clean training rows (training rows {usable['rows']}, excluded "
+            f"{usable['excluded_rows']}, dropped for missing values {usable['dropped_rows']}, "
+            f"in runs shorter than the window {usable['short_run_rows']}).{hint} Give more "
+            "history, a shorter window or a smaller validation_fraction"
+        )
+
+    normalizer = Normalizer.fit(np.concatenate(train.blocks, axis=0))
+    train_blocks = [normalizer.transform(b) for b in train.blocks]
+    val_blocks = [normalizer.transform(b) for b in val.blocks]
+    n_train_windows = train.n_windows
+    n_val_windows = val.n_windows
+    if progress is not None:
+        progress(
+            {
+                "stage": "prepared",
+                "train_windows": n_train_windows,
+                "validation_windows": n_val_windows,
+            }
+        )
+
+    model = create_scorer(scorer, n_signals, window, **hyper)
+    if progress is not None and _accepts_progress(model.fit):
+        fit_fn: Callable[..., dict[str, Any]] = model.fit
+        fit_metrics = fit_fn(train_blocks, seed=seed, progress=progress)
+    else:
+        fit_metrics = model.fit(train_blocks, seed=seed)
+
+    train_scores = _score_blocks(model, train_blocks, window)
+    val_scores = _score_blocks(model, val_blocks, window)
+    if n_val_windows >= MIN_CALIBRATION_WINDOWS:
+        calibration, source, note = val_scores, "validation", ""
+    else:
+        calibration, source = train_scores, "training"
+        note = (
+            f"only {n_val_windows} validation windows (fewer than {MIN_CALIBRATION_WINDOWS}); "
+            "calibrated on training windows, whose scores run a little low, so the first "
+            "thresholds may be tight"
+        )
+    if progress is not None:
+        progress({"stage": "calibrated", "source": source, "windows": int(calibration.size)})
+
+    metadata: dict[str, Any] = {
+        "training": {
+            "scorer": scorer,
+            "hyper": dict(hyper),
+            "seed": seed,
+            "validation_fraction": validation_fraction,
+            "train_windows": n_train_windows,
+            "validation_windows": n_val_windows,
+            "fit": fit_metrics,
+            "train_score": _quantiles(train_scores),
+            "validation_score": _quantiles(val_scores),
+            "seconds": time.perf_counter() - started,
+        },
+        "calibration": {
+            "source": source,
+            "windows": n_val_windows if source == "validation" else n_train_windows,
+            "kept": int(calibration.size),
+            "note": note,
+        },
+        "data": {
+            **dict(data_summary or {}),
+            "rows": n_rows,
+            "segments": len(ranges),
+            "train": train.summary(),
+            "validation": val.summary(),
+        },
+    }
+    return TrainedModel.create(model, names, normalizer, calibration, metadata)

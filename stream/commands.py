@@ -1,0 +1,404 @@
+"""``plantwatch train``, ``plantwatch run`` and ``plantwatch backtest``: arguments and handlers.
+
+Handlers read files and flags, call the pure code (training, the monitor, evaluation),
+print what a person needs, and return an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.config import Settings
+from stream.files import FileFormatError, Table, read_table
+
+log = logging.getLogger("plantwatch")
+
+TRAIN_EPILOG = """\
+examples:
+  plantwatch train --input history.parquet --model models/pump
+  plantwatch train --input skab/anomaly-free/anomaly-free.csv --scorer conv-ae --model models/skab
+  plantwatch train --input plant.csv --labels fault --model models/plant  # fault=1 rows left out
+
+The artifact is a directory: model.safetensors (weights, never pickle) and model.json
+(signals, window, normalisation, calibration scores for the threshold, training metrics,
+library versions, and a content hash that is the model version).
+"""
+
+RUN_EPILOG = """\
+examples:
+  plantwatch run --model models/pump
+  PLANTWATCH_METRICS__PORT=9200 plantwatch run --model models/pump --config plant.toml
+
+Stops cleanly on Ctrl-C or SIGTERM: the current batch is finished, alerts and state are
+flushed, offsets committed. Metrics: http://127.0.0.1:9108/metrics by default.
+"""
+
+BACKTEST_EPILOG = """\
+examples:
+  plantwatch backtest --input valve1/0.csv --train-rows 400 --labels anomaly --out scores.csv \\
+      --plot scores.png --report report.json
+  plantwatch backtest --input plant.parquet --model models/pump --labels fault --out scores.csv
+
+Columns of OUT.csv: timestamp, [asset,] score, threshold, exceeds (the threshold's verdict on
+the window ending at the row), anomaly (1 while an alert is open: what operators are told),
+severity, top_signal, and label when --labels is given. Labels are used only to evaluate.
+"""
+
+
+def _progress_line(prefix: str) -> Any:
+    last = [0.0]
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < (0.2 if tty else 5.0):
+            return
+        last[0] = now
+        pct = 100.0 * done / max(total, 1)
+        end = "\r" if tty and done < total else "\n"
+        print(f"{prefix}: {done:,}/{total:,} rows ({pct:.0f}%)", end=end, file=sys.stderr)
+
+    return show
+
+
+def _read(args: argparse.Namespace, *, signals: tuple[str, ...] | None = None) -> Table:
+    try:
+        return read_table(
+            args.input,
+            time_column=args.time_column,
+            label_column=args.labels,
+            signals=signals,
+        )
+    except FileFormatError as exc:
+        raise SystemExit(f"plantwatch: {exc}") from exc
+
+
+def _hyper(args: argparse.Namespace) -> dict[str, Any]:
+    hyper: dict[str, Any] = {}
+    if getattr(args, "epochs", None) is not None:
+        hyper["epochs"] = args.epochs
+    return hyper
+
+
+def _add_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, metavar="FILE", help="CSV or Parquet file")
+    p.add_argument(
+        "--time-column",
+        metavar="NAME",
+        help="time column (default: timestamp, datetime, time or ts)",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="COLUMN",
+        help="label column (0/1); never used as a signal",
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from models.registry import DEFAULT_SCORER, SCORERS
+
+    p.add_argument(
+        "--scorer",
+        default=None,
+        choices=sorted(SCORERS),
+        help=f"model to train (default {DEFAULT_SCORER})",
+    )
+    p.add_argument("--window", type=int, default=None, help="readings per window (default 32)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of a deep model")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+# -- train -------------------------------------------------------------------------------
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = TRAIN_EPILOG
+    _add_table_args(p)
+    p.add_argument("--model", required=True, metavar="DIR", help="where to write the artifact")
+    _add_model_args(p)
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="last part of each series held out for early stopping and calibration",
+    )
+    p.add_argument(
+        "--max-gap-ms",
+        type=int,
+        default=60_000,
+        help="a longer gap splits the history: no window spans it (default 60000)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
+
+
+def train(args: argparse.Namespace) -> int:
+    from models.training import train_model
+
+    table = _read(args)
+    exclude = None if table.labels is None else table.labels.astype(bool)
+    kwargs: dict[str, Any] = dict(_hyper(args))
+    if args.scorer:
+        kwargs["scorer"] = args.scorer
+    if args.window:
+        kwargs["window"] = args.window
+    print(
+        f"training on {len(table):,} rows of {args.input}: {len(table.signals)} signals "
+        f"({', '.join(table.signals)})"
+        + (f", {int(exclude.sum()):,} labelled rows excluded" if exclude is not None else ""),
+        file=sys.stderr,
+    )
+
+    def progress(event: dict[str, Any]) -> None:
+        if "epoch" in event:
+            val = event.get("val_loss")
+            val_text = f" val_loss {val:.5f}" if isinstance(val, float) else ""
+            print(
+                f"  epoch {int(event['epoch']):>3}  loss {float(event.get('loss', math.nan)):.5f}"
+                + val_text,
+                file=sys.stderr,
+            )
+
+    model = train_model(
+        table.values,
+        table.signals,
+        segments=table.segments(max_gap_ms=args.max_gap_ms),
+        exclude=exclude,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        progress=progress,
+        data_summary={
+            "source": str(args.input),
+            "rows": len(table),
+            "assets": sorted({str(a) for a in table.assets}) if table.assets is not None else [],
+            "start_ms": int(table.ts_ms.min()),
+            "end_ms": int(table.ts_ms.max()),
+        },
+        **kwargs,
+    )
+    path = model.save(args.model, overwrite=args.overwrite)
+    cal = np.asarray(model.calibration_scores, dtype=np.float64)
+    print(
+        f"wrote {path}: {model.name} version {model.version}, window {model.window}, "
+        f"{cal.size} calibration scores (median {np.median(cal):.4g}, "
+        f"99th percentile {np.quantile(cal, 0.99):.4g})"
+    )
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = RUN_EPILOG
+    p.add_argument("--model", metavar="DIR", help="model artifact to serve (or model.path)")
+    p.add_argument("--group-id", help="consumer group (default plantwatch)")
+    p.add_argument("--metrics-host", help="bind address of /metrics (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, help="port of /metrics (default 9108)")
+
+
+def _with_run_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    import msgspec
+
+    changes: dict[str, Any] = {}
+    if args.group_id:
+        changes["kafka"] = msgspec.structs.replace(settings.kafka, group_id=args.group_id)
+    metrics: dict[str, Any] = {}
+    if args.metrics_host:
+        metrics["host"] = args.metrics_host
+    if args.metrics_port is not None:
+        metrics["port"] = args.metrics_port
+    if metrics:
+        changes["metrics"] = msgspec.structs.replace(settings.metrics, **metrics)
+    if args.model:
+        changes["model"] = msgspec.structs.replace(settings.model, path=args.model)
+    return msgspec.structs.replace(settings, **changes) if changes else settings
+
+
+def load_model(path: str | None) -> Any:
+    from models.artifact import TrainedModel
+
+    if not path:
+        raise SystemExit(
+            "plantwatch: no model given; train one with `plantwatch train` and pass "
+            "--model DIR (or set model.path / PLANTWATCH_MODEL__PATH)"
+        )
+    if not Path(path).is_dir():
+        raise SystemExit(f"plantwatch: model directory {path} does not exist")
+    return TrainedModel.load(path)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from alerts.metrics import Metrics, start_http_server
+    from stream.runloop import RunLoop
+
+    settings = _with_run_overrides(args, settings)
+    if settings.model.torch_threads:
+        torch.set_num_threads(settings.model.torch_threads)
+    model = load_model(settings.model.path)
+    metrics = Metrics.create(max_asset_series=settings.metrics.max_asset_series)
+    server = None
+    if settings.metrics.enabled:
+        server = start_http_server(metrics, settings.metrics.host, settings.metrics.port)
+    loop = RunLoop(settings, model, metrics)
+    loop.install_signal_handlers()
+    try:
+        loop.run()
+    finally:
+        if server is not None:
+            server.close()
+    return 0
+
+
+# -- backtest ----------------------------------------------------------------------------
+
+
+def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = BACKTEST_EPILOG
+    _add_table_args(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="DIR", help="a trained model artifact")
+    source.add_argument(
+        "--train-fraction",
+        type=float,
+        metavar="F",
+        help="train on the first F of each asset's rows, score the rest",
+    )
+    source.add_argument(
+        "--train-rows",
+        type=int,
+        metavar="N",
+        help="train on the first N rows of each asset (SKAB's protocol: 400), score the rest",
+    )
+    p.add_argument("--out", required=True, metavar="OUT.csv", help="per-row results")
+    p.add_argument("--plot", metavar="OUT.png", help="signals, score, threshold, alerts, labels")
+    p.add_argument("--report", metavar="OUT.json", help="metrics (needs --labels)")
+    p.add_argument("--batch-rows", type=int, default=1000, help="rows per replayed batch")
+    _add_model_args(p)
+
+
+def backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from models.evaluation import auc_roc, evaluate
+    from stream.backtest import backtest_table
+
+    model = load_model(args.model) if args.model else None
+    table = _read(args)
+    if args.report and table.labels is None:
+        raise SystemExit("plantwatch: --report needs --labels COLUMN to evaluate against")
+    result = backtest_table(
+        table,
+        settings,
+        model=model,
+        train_rows=args.train_rows,
+        train_fraction=args.train_fraction,
+        scorer=args.scorer,
+        window=args.window,
+        seed=args.seed,
+        batch_rows=args.batch_rows,
+        hyper=_hyper(args),
+        progress=_progress_line("backtest"),
+    )
+    write_results(result, args.out)
+    summary: dict[str, Any] = {
+        "input": str(args.input),
+        "model": {"name": result.model.name, "version": result.model.version}
+        if result.model
+        else None,
+        "rows": len(result.rows),
+        "train_rows": result.train_rows,
+        "alert_events": len(result.events),
+    }
+    if result.labels is not None:
+        scored = ~np.isnan(result.scores)
+        summary["alerts"] = evaluate(
+            result.labels, result.anomaly, ts_ms=result.ts_ms, assets=result.assets
+        )
+        summary["windows"] = evaluate(
+            result.labels, result.exceeds, ts_ms=result.ts_ms, assets=result.assets
+        )
+        summary["auc_roc"] = auc_roc(result.labels[scored], result.scores[scored])
+        a = summary["alerts"]
+        print(
+            f"alerts: F1 {_fmt(a.get('f1'))}  FAR {_fmt(a.get('far_pct'))}%  "
+            f"MAR {_fmt(a.get('mar_pct'))}%  event F1 {_fmt(a.get('event_f1'))}  "
+            f"AUC {_fmt(summary['auc_roc'])}"
+        )
+    if args.report:
+        Path(args.report).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if args.plot:
+        plot_result(result, table, args.plot, title=f"{Path(args.input).name}")
+    print(
+        f"wrote {args.out}: {len(result.rows):,} rows, {len(result.events)} alert events"
+        + (f"; plot {args.plot}" if args.plot else "")
+        + (f"; report {args.report}" if args.report else "")
+    )
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def write_results(result: Any, path: str) -> None:
+    """OUT.csv of a backtest (pyarrow's writer: fast, and quotes what needs quoting)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from stream.schema import format_ts
+
+    columns: dict[str, Any] = {"timestamp": [format_ts(int(t)) for t in result.ts_ms.tolist()]}
+    if result.assets is not None:
+        columns["asset"] = [str(a) for a in result.assets]
+    columns.update(
+        {
+            "score": result.scores,
+            "threshold": result.thresholds,
+            "anomaly": result.anomaly,
+            "exceeds": result.exceeds,
+            "severity": result.severity,
+            "top_signal": result.top_signal,
+        }
+    )
+    if result.labels is not None:
+        columns["label"] = result.labels
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(pa.table(columns), path)
+
+
+def plot_result(result: Any, table: Table, path: str, *, title: str) -> None:
+    from models.plot import plot_backtest
+
+    rows = result.rows
+    if result.assets is not None and len(set(result.assets.tolist())) > 1:
+        first = result.assets[0]
+        keep = result.assets == first
+        rows = rows[keep]
+        title = f"{title} — asset {first} (of {len(set(result.assets.tolist()))})"
+    else:
+        keep = np.ones(len(rows), dtype=bool)
+    plot_backtest(
+        path,
+        ts_ms=table.ts_ms[rows],
+        signals={s: table.values[rows, i] for i, s in enumerate(table.signals)},
+        scores=result.scores[keep],
+        thresholds=result.thresholds[keep],
+        predictions=result.anomaly[keep],
+        labels=result.labels[keep] if result.labels is not None else None,
+        title=title,
+    )

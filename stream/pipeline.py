@@ -1,0 +1,289 @@
+"""The pure core of the monitor: readings in, scored windows and alert events out.
+
+:class:`Monitor` is the one implementation of window → score → threshold → alert, used by
+``plantwatch run`` (fed from Kafka) and ``plantwatch backtest`` (fed from a file). It does
+no I/O and reads no clock: the caller passes ``now_ms``, so a test pushes a list through it.
+
+One ``process`` call = one consumed batch: every window that becomes ready in the batch,
+across all assets, is scored by a single ``score_batch`` call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from alerts.events import AlertEvent
+from alerts.policy import AlertConfig, AlertPolicy, Decision
+from models.artifact import TrainedModel
+from models.thresholds import Threshold, ThresholdConfig, make_threshold
+from models.thresholds import restore as restore_threshold
+from stream.config import Settings, WindowSettings
+from stream.schema import SensorReading
+from stream.window import AssetWindow, Push
+
+SNAPSHOT_VERSION = 1
+_T = TypeVar("_T")
+
+
+@dataclass
+class Scored:
+    """Columnar results for the windows scored in one batch, grouped by asset, in time order."""
+
+    assets: list[str]
+    ts_ms: npt.NDArray[np.int64]
+    #: Position in the batch's input of the reading that completed each window.
+    source_index: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float64]
+    thresholds: npt.NDArray[np.float64]
+    anomalous: npt.NDArray[np.bool_]
+    severity: npt.NDArray[np.int8]
+    contributions: npt.NDArray[np.float32]
+    #: Whether the asset's alert is open after this window was judged.
+    alert_open: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.assets)
+
+    @classmethod
+    def empty(cls, n_signals: int) -> Scored:
+        return cls(
+            assets=[],
+            ts_ms=np.zeros(0, np.int64),
+            source_index=np.zeros(0, np.int64),
+            scores=np.zeros(0, np.float64),
+            thresholds=np.zeros(0, np.float64),
+            anomalous=np.zeros(0, np.bool_),
+            severity=np.zeros(0, np.int8),
+            contributions=np.zeros((0, n_signals), np.float32),
+            alert_open=np.zeros(0, np.bool_),
+        )
+
+
+@dataclass
+class Outcome:
+    """What one batch caused."""
+
+    scored: Scored
+    events: list[AlertEvent]
+    #: How each reading landed in its window (``ready``, ``warming_up``, ``late``, …).
+    pushes: Counter[str] = field(default_factory=Counter)
+    #: Readings that arrived out of time order within the batch and were put back in order.
+    reordered: int = 0
+    #: Seconds spent in the model (``plantwatch_score_seconds``).
+    score_seconds: float = 0.0
+
+
+class Monitor:
+    """Per-asset windows, one model, per-asset thresholds and the alert policy.
+
+    >>> # doctest: +SKIP
+    >>> monitor = Monitor(TrainedModel.load("models/pump"))
+    >>> outcome = monitor.process(readings, now_ms=now_ms)
+    >>> outcome.events  # AlertEvents to publish
+    """
+
+    def __init__(
+        self,
+        model: TrainedModel,
+        *,
+        window: WindowSettings | None = None,
+        threshold: ThresholdConfig | None = None,
+        alert: AlertConfig | None = None,
+    ) -> None:
+        self.model = model
+        self.window_settings = window or WindowSettings()
+        self.threshold_config = threshold or ThresholdConfig()
+        self.policy = AlertPolicy(alert or AlertConfig())
+        self._windows: dict[str, AssetWindow] = {}
+        self._thresholds: dict[str, Threshold] = {}
+        self._calibration = np.asarray(model.calibration_scores, dtype=np.float64)
+
+    @classmethod
+    def from_settings(cls, model: TrainedModel, settings: Settings) -> Monitor:
+        """A monitor configured by the ``window``, ``threshold`` and ``alert`` sections."""
+        return cls(
+            model,
+            window=settings.window,
+            threshold=_dataclass_from(ThresholdConfig, msgspec.structs.asdict(settings.threshold)),
+            alert=_dataclass_from(AlertConfig, msgspec.structs.asdict(settings.alert)),
+        )
+
+    # -- the data flow ----------------------------------------------------------------------
+
+    def process(self, readings: Sequence[SensorReading], *, now_ms: int) -> Outcome:
+        """Window, score, threshold and alert one batch of readings."""
+        order, reordered = _time_order(readings)
+        outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
+        outcome.reordered = reordered
+        windows: list[npt.NDArray[np.float32]] = []
+        assets: list[str] = []
+        ts: list[int] = []
+        sources: list[int] = []
+        for i in order:
+            reading = readings[i]
+            state = self._window_for(reading.asset)
+            result = state.push(reading.ts_ms, reading.values)
+            outcome.pushes[result.value] += 1
+            if result is Push.READY:
+                windows.append(state.window().copy())
+                assets.append(reading.asset)
+                ts.append(reading.ts_ms)
+                sources.append(i)
+        if not windows:
+            return outcome
+        started = time.perf_counter()
+        scores, contributions = self.model.scorer.score_batch(np.stack(windows))
+        outcome.score_seconds = time.perf_counter() - started
+        outcome.scored, outcome.events = self._judge(
+            assets,
+            np.asarray(ts, np.int64),
+            np.asarray(sources, np.int64),
+            np.asarray(scores, np.float64),
+            np.asarray(contributions, np.float32),
+            now_ms,
+        )
+        return outcome
+
+    def _judge(
+        self,
+        assets: list[str],
+        ts_ms: npt.NDArray[np.int64],
+        sources: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float64],
+        contributions: npt.NDArray[np.float32],
+        now_ms: int,
+    ) -> tuple[Scored, list[AlertEvent]]:
+        n = len(assets)
+        thresholds = np.empty(n, np.float64)
+        anomalous = np.empty(n, np.bool_)
+        severity = np.empty(n, np.int8)
+        alert_open = np.empty(n, np.bool_)
+        events: list[AlertEvent] = []
+        signals = self.model.signals
+        name, version = self.model.name, self.model.version
+        start = 0
+        while start < n:
+            asset = assets[start]
+            end = start + 1
+            while end < n and assets[end] == asset:
+                end += 1
+            # Protection: while the asset's alert is open, nothing it scores is learned, so
+            # a long fault cannot teach the threshold that it is normal.
+            learning = self.policy.phase(asset) != "open"
+            learn = np.full(end - start, learning, dtype=np.bool_)
+            thr, anom, sev = self._thresholds[asset].update(scores[start:end], learn=learn)
+            thresholds[start:end], anomalous[start:end], severity[start:end] = thr, anom, sev
+            for j in range(start, end):
+                decision = Decision(
+                    asset=asset,
+                    ts_ms=int(ts_ms[j]),
+                    score=float(scores[j]),
+                    threshold=float(thresholds[j]),
+                    anomalous=bool(anomalous[j]),
+                    severity=int(severity[j]),
+                    contributions=dict(zip(signals, contributions[j].tolist(), strict=True)),
+                    model_name=name,
+                    model_version=version,
+                )
+                events.extend(self.policy.step(decision, now_ms=now_ms))
+                alert_open[j] = self.policy.phase(asset) == "open"
+            start = end
+        scored = Scored(
+            assets=assets,
+            ts_ms=ts_ms,
+            source_index=sources,
+            scores=scores,
+            thresholds=thresholds,
+            anomalous=anomalous,
+            severity=severity,
+            contributions=contributions,
+            alert_open=alert_open,
+        )
+        return scored, events
+
+    def _window_for(self, asset: str) -> AssetWindow:
+        state = self._windows.get(asset)
+        if state is None:
+            ws = self.window_settings
+            state = AssetWindow(
+                self.model.signals,
+                window=self.model.window,
+                stride=ws.stride,
+                normalizer=self.model.normalizer,
+                stale_limit=ws.stale_limit,
+                max_gap_ms=ws.max_gap_ms,
+            )
+            self._windows[asset] = state
+            self._thresholds[asset] = make_threshold(self.threshold_config, self._calibration)
+        return state
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def assets(self) -> list[str]:
+        return sorted(self._windows)
+
+    def open_alerts(self) -> int:
+        return self.policy.open_alerts()
+
+    def threshold_of(self, asset: str) -> Threshold | None:
+        return self._thresholds.get(asset)
+
+    def snapshot_asset(self, asset: str) -> dict[str, Any] | None:
+        """One asset's whole state (window, threshold, alert), plain and versioned."""
+        state = self._windows.get(asset)
+        if state is None:
+            return None
+        return {
+            "v": SNAPSHOT_VERSION,
+            "model": {"name": self.model.name, "version": self.model.version},
+            "window": state.snapshot(),
+            "threshold": self._thresholds[asset].snapshot(),
+            "alert": self.policy.snapshot_asset(asset),
+        }
+
+    def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> None:
+        """Continue an asset from :meth:`snapshot_asset` (made by this or another process)."""
+        if snap.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"asset snapshot version {snap.get('v')} is not {SNAPSHOT_VERSION}")
+        state = self._window_for(asset)
+        state.restore(snap["window"])
+        self._thresholds[asset] = restore_threshold(snap["threshold"])
+        if snap.get("alert") is not None:
+            self.policy.restore(snap["alert"])
+
+    def forget(self, assets: Iterable[str]) -> None:
+        """Drop the state of assets this process no longer owns."""
+        gone = list(assets)
+        for asset in gone:
+            self._windows.pop(asset, None)
+            self._thresholds.pop(asset, None)
+        self.policy.forget(gone)
+
+
+def _time_order(readings: Sequence[SensorReading]) -> tuple[list[int], int]:
+    """Indices grouped by asset, in time order within each; and how many were out of order."""
+    newest: dict[str, int] = {}
+    reordered = 0
+    for r in readings:
+        last = newest.get(r.asset)
+        if last is not None and r.ts_ms < last:
+            reordered += 1
+        else:
+            newest[r.asset] = r.ts_ms
+    order = sorted(range(len(readings)), key=lambda i: (readings[i].asset, readings[i].ts_ms))
+    return order, reordered
+
+
+def _dataclass_from(cls: type[_T], values: Mapping[str, Any]) -> _T:
+    """Build a config dataclass from the settings keys it knows (the rest keep defaults)."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in known})
