@@ -239,6 +239,8 @@ def load_model(path: str | None) -> Any:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
+    from prometheus_client import REGISTRY
+
     from alerts.metrics import Metrics, start_http_server
     from stream.runloop import RunLoop
 
@@ -246,7 +248,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.model.torch_threads:
         torch.set_num_threads(settings.model.torch_threads)
     model = load_model(settings.model.path)
-    metrics = Metrics.create(max_asset_series=settings.metrics.max_asset_series)
+    # The default registry also carries the process and GC collectors an SRE expects.
+    metrics = Metrics.create(REGISTRY, max_asset_series=settings.metrics.max_asset_series)
     server = None
     if settings.metrics.enabled:
         server = start_http_server(metrics, settings.metrics.host, settings.metrics.port)

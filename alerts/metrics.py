@@ -1,0 +1,345 @@
+"""Every Prometheus metric plantwatch exports, declared once as a typed bundle.
+
+Names follow DESIGN (prefix ``plantwatch_``, units in the name). The registry is injected
+so that tests use a fresh ``CollectorRegistry`` and two monitors in one process never clash.
+Label sets stay bounded: per-asset series exist only for the first ``max_asset_series``
+assets seen (the rest are counted in ``plantwatch_assets_unexported``), consumer lag has one
+series per assigned partition, and ``result``/``reason``/``kind`` labels take values from
+small fixed vocabularies.
+
+>>> from prometheus_client import CollectorRegistry, generate_latest
+>>> metrics = Metrics.create(CollectorRegistry(), max_asset_series=1)
+>>> metrics.set_asset_score("pump-1", 3.5, 4.0)
+True
+>>> metrics.set_asset_score("pump-2", 9.0, 4.0)
+False
+>>> b'plantwatch_anomaly_score{asset="pump-1"} 3.5' in generate_latest(metrics.registry)
+True
+>>> metrics.registry.get_sample_value("plantwatch_assets_unexported")
+1.0
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import start_http_server as _prometheus_http_server
+
+from alerts.events import AlertEvent
+from stream.schema import Reason
+
+#: Model time per scored batch: 100 µs .. 5 s.
+SCORE_BUCKETS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+)  # fmt: skip
+#: Reading time to alert/score published: 1 ms .. 60 s.
+E2E_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+    60.0,
+)  # fmt: skip
+#: Readings per consumed batch.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+DEFAULT_PORT = 9108
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metric bundle; create it with :meth:`create`, pass it to whatever records."""
+
+    registry: CollectorRegistry
+    max_asset_series: int
+    #: ``result``: ``ok`` or a ``stream.schema.Reason`` value, or the run loop's own
+    #: outcomes such as ``late``/``stale`` (keep to a fixed vocabulary).
+    messages: Counter
+    windows_scored: Counter
+    alerts: Counter
+    score_seconds: Histogram
+    e2e_latency_seconds: Histogram
+    alerts_open: Gauge
+    consumer_lag: Gauge
+    anomaly_score: Gauge
+    threshold: Gauge
+    model_info: Gauge
+    assets_unexported: Gauge
+    drift_events: Counter
+    commits: Counter
+    deliveries: Counter
+    batch_size: Histogram
+    windows_skipped: Counter
+    _state: _SeriesState = field(repr=False)
+
+    @classmethod
+    def create(
+        cls, registry: CollectorRegistry | None = None, *, max_asset_series: int = 50
+    ) -> Metrics:
+        """Declare every metric in ``registry`` (a fresh private one when ``None``)."""
+        if max_asset_series < 0:
+            raise ValueError(f"max_asset_series must be >= 0, got {max_asset_series}")
+        reg = registry if registry is not None else CollectorRegistry()
+        metrics = cls(
+            registry=reg,
+            max_asset_series=max_asset_series,
+            messages=Counter(
+                "plantwatch_messages",
+                "Sensor messages consumed, by outcome (ok, or why they were not used).",
+                ["result"],
+                registry=reg,
+            ),
+            windows_scored=Counter(
+                "plantwatch_windows_scored",
+                "Windows scored, by model name.",
+                ["model"],
+                registry=reg,
+            ),
+            alerts=Counter(
+                "plantwatch_alerts",
+                "Alert events published, by severity and event (opened/updated/resolved).",
+                ["severity", "event"],
+                registry=reg,
+            ),
+            score_seconds=Histogram(
+                "plantwatch_score_seconds",
+                "Model time to score one batch of windows.",
+                buckets=SCORE_BUCKETS_S,
+                registry=reg,
+            ),
+            e2e_latency_seconds=Histogram(
+                "plantwatch_e2e_latency_seconds",
+                "From a window's last reading time to its score or alert being published.",
+                buckets=E2E_BUCKETS_S,
+                registry=reg,
+            ),
+            alerts_open=Gauge(
+                "plantwatch_alerts_open",
+                "Alerts currently open in this process.",
+                registry=reg,
+            ),
+            consumer_lag=Gauge(
+                "plantwatch_consumer_lag",
+                "Messages between the consumer's position and the partition end, "
+                "from librdkafka statistics.",
+                ["partition"],
+                registry=reg,
+            ),
+            anomaly_score=Gauge(
+                "plantwatch_anomaly_score",
+                "Latest anomaly score per asset (first max_asset_series assets only).",
+                ["asset"],
+                registry=reg,
+            ),
+            threshold=Gauge(
+                "plantwatch_threshold",
+                "Latest adapted threshold per asset (first max_asset_series assets only).",
+                ["asset"],
+                registry=reg,
+            ),
+            model_info=Gauge(
+                "plantwatch_model_info",
+                "The model being served (value 1).",
+                ["name", "version"],
+                registry=reg,
+            ),
+            assets_unexported=Gauge(
+                "plantwatch_assets_unexported",
+                "Assets seen without per-asset series because of the series cap.",
+                registry=reg,
+            ),
+            drift_events=Counter(
+                "plantwatch_drift_events",
+                "Data or score drift detections, by kind.",
+                ["kind"],
+                registry=reg,
+            ),
+            commits=Counter(
+                "plantwatch_commit",
+                "Consumer offset commits, by result (ok/error).",
+                ["result"],
+                registry=reg,
+            ),
+            deliveries=Counter(
+                "plantwatch_deliveries",
+                "Messages produced (alerts, predictions, dead letters), by delivery result.",
+                ["result"],
+                registry=reg,
+            ),
+            batch_size=Histogram(
+                "plantwatch_batch_size",
+                "Sensor messages per consumed batch.",
+                buckets=BATCH_SIZE_BUCKETS,
+                registry=reg,
+            ),
+            windows_skipped=Counter(
+                "plantwatch_windows_skipped",
+                "Windows not scored, by reason (e.g. too many missing values).",
+                ["reason"],
+                registry=reg,
+            ),
+            _state=_SeriesState(),
+        )
+        # Series that exist from the start, so rate() and the alert rules see zeros rather
+        # than nothing before the first event of each kind.
+        for result in ("ok", *(r.value for r in Reason)):
+            metrics.messages.labels(result=result)
+        for severity in ("warning", "critical"):
+            for event in ("opened", "updated", "resolved"):
+                metrics.alerts.labels(severity=severity, event=event)
+        for result in ("ok", "error"):
+            metrics.commits.labels(result=result)
+        for result in ("delivered", "failed"):
+            metrics.deliveries.labels(result=result)
+        return metrics
+
+    # -- per-asset series, capped ----------------------------------------------------------
+
+    def set_asset_score(self, asset: str, score: float, threshold: float) -> bool:
+        """Set the asset's score and threshold gauges; ``False`` if the asset is over the cap.
+
+        The first ``max_asset_series`` assets seen get series; later ones are counted in
+        ``plantwatch_assets_unexported`` (their alerts still go to Kafka as usual).
+        """
+        state = self._state
+        with state.lock:
+            if asset not in state.exported:
+                if len(state.exported) >= self.max_asset_series:
+                    if asset not in state.unexported:
+                        state.unexported.add(asset)
+                        self.assets_unexported.set(len(state.unexported))
+                    return False
+                state.exported.add(asset)
+                if asset in state.unexported:  # a slot was freed by remove_asset
+                    state.unexported.discard(asset)
+                    self.assets_unexported.set(len(state.unexported))
+            self.anomaly_score.labels(asset=asset).set(score)
+            self.threshold.labels(asset=asset).set(threshold)
+        return True
+
+    def remove_asset(self, asset: str) -> None:
+        """Drop an asset's series (it moved to another process); frees its slot under the cap."""
+        state = self._state
+        with state.lock:
+            if asset in state.exported:
+                state.exported.discard(asset)
+                self.anomaly_score.remove(asset)
+                self.threshold.remove(asset)
+            elif asset in state.unexported:
+                state.unexported.discard(asset)
+                self.assets_unexported.set(len(state.unexported))
+
+    # -- model, alerts, deliveries ---------------------------------------------------------
+
+    def set_model(self, name: str, version: str) -> None:
+        """Mark the served model; a swap removes the previous label set."""
+        with self._state.lock:
+            self.model_info.clear()
+            self.model_info.labels(name=name, version=version).set(1)
+
+    def count_alerts(self, events: Iterable[AlertEvent]) -> None:
+        """Count published alert events by severity and event."""
+        for event in events:
+            self.alerts.labels(severity=event.severity, event=event.event).inc()
+
+    def count_deliveries(self, delivered: int, failed: int = 0) -> None:
+        """Count delivery reports (from ``AlertPublisher.flush`` or a ``DeliveryError``)."""
+        if delivered:
+            self.deliveries.labels(result="delivered").inc(delivered)
+        if failed:
+            self.deliveries.labels(result="failed").inc(failed)
+
+    # -- consumer lag from librdkafka statistics -------------------------------------------
+
+    def observe_kafka_stats(self, stats_json: str, *, topic: str | None = None) -> None:
+        """Set ``plantwatch_consumer_lag`` from a librdkafka statistics JSON document.
+
+        Wire it as the consumer's ``stats_cb`` (with ``statistics.interval.ms`` set). Only the
+        given ``topic`` is read when named; otherwise every topic's partitions are summed per
+        partition number. Partition -1 (librdkafka's internal one) and unknown lag (-1) are
+        skipped, and partitions no longer reported with a lag lose their series, so a revoked
+        partition does not keep showing its last lag.
+        """
+        try:
+            stats: Any = json.loads(stats_json)
+        except ValueError as exc:
+            raise ValueError(f"librdkafka statistics are not JSON: {exc}") from exc
+        lags: dict[str, int] = {}
+        topics = stats.get("topics", {}) if isinstance(stats, dict) else {}
+        for name, topic_stats in topics.items():
+            if topic is not None and name != topic:
+                continue
+            partitions = topic_stats.get("partitions", {}) if isinstance(topic_stats, dict) else {}
+            for key, part in partitions.items():
+                if not isinstance(part, dict):
+                    continue
+                lag = part.get("consumer_lag", -1)
+                partition = part.get("partition", key)
+                if str(partition) == "-1" or not isinstance(lag, int) or lag < 0:
+                    continue
+                lags[str(partition)] = lags.get(str(partition), 0) + lag
+        state = self._state
+        with state.lock:
+            for partition in state.lag_partitions - lags.keys():
+                self.consumer_lag.remove(partition)
+            for partition, lag in lags.items():
+                self.consumer_lag.labels(partition=partition).set(lag)
+            state.lag_partitions = set(lags)
+
+
+@dataclass
+class _SeriesState:
+    """Which label sets exist, so caps and removals are exact (guarded: scrape threads read)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    exported: set[str] = field(default_factory=set)
+    unexported: set[str] = field(default_factory=set)
+    lag_partitions: set[str] = field(default_factory=set)
+
+
+class MetricsServer:
+    """A running ``/metrics`` HTTP endpoint; :meth:`close` stops it and frees the port."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started with port 0 for an ephemeral one)."""
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start_http_server(
+    metrics: Metrics, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+) -> MetricsServer:
+    """Serve ``metrics`` in the Prometheus text format at ``http://host:port/metrics``.
+
+    Loopback by default: exposing it (``0.0.0.0`` in a container) is an explicit choice.
+    """
+    try:
+        server, thread = _prometheus_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise OSError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Pick another port "
+            "(metrics port setting) or stop whatever is listening there."
+        ) from exc
+    return MetricsServer(server, thread)

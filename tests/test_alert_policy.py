@@ -1,0 +1,631 @@
+"""The alert state machine: scripted sequences, then hypothesis for its invariants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from alerts.events import AlertEvent, decode_event, encode_event
+from alerts.policy import AlertConfig, AlertPolicy, Decision, alert_id_for
+from stream.schema import format_ts, parse_ts
+
+T0 = 1_795_899_600_000  # 2026-11-28T21:00:00Z
+NOW = T0 + 3_600_000
+CONTRIB = {"temp": 0.1, "vibration_rms": 0.6, "pressure": 0.25, "current": 0.05}
+
+
+def dec(
+    i: int,
+    anomalous: bool,
+    *,
+    score: float | None = None,
+    threshold: float = 4.0,
+    severity: int | None = None,
+    asset: str = "pump-1",
+    step_ms: int = 1_000,
+    contributions: dict[str, float] | None = None,
+    model: str = "lstm-ae",
+) -> Decision:
+    """Window ``i`` of an asset, one per ``step_ms`` of reading time."""
+    return Decision(
+        asset=asset,
+        ts_ms=T0 + i * step_ms,
+        score=score if score is not None else (8.0 if anomalous else 1.0),
+        threshold=threshold,
+        anomalous=anomalous,
+        severity=severity if severity is not None else (1 if anomalous else 0),
+        contributions=contributions if contributions is not None else CONTRIB,
+        model_name=model,
+        model_version="7",
+    )
+
+
+def run(policy: AlertPolicy, pattern: str, start: int = 0) -> list[tuple[int, AlertEvent]]:
+    """Feed 'A'/'.' (anomalous/normal) windows; returns (window index, event) pairs."""
+    out: list[tuple[int, AlertEvent]] = []
+    for offset, ch in enumerate(pattern):
+        i = start + offset
+        for ev in policy.step(dec(i, ch == "A"), now_ms=NOW):
+            out.append((i, ev))
+    return out
+
+
+# -- scripted sequences -------------------------------------------------------------------
+
+
+def test_opens_on_the_kth_anomalous_window_of_the_last_n() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=10))
+    events = run(policy, "A.A.A")
+    assert [(i, e.event) for i, e in events] == [(4, "opened")]
+    ev = events[0][1]
+    assert ev.started_at == format_ts(T0)
+    assert ev.ended_at is None
+    assert ev.detected_at == format_ts(NOW)
+    assert ev.window_at == format_ts(T0 + 4_000)
+    assert ev.reason == "3 of the last 5 windows over threshold"
+    assert ev.alert_id == alert_id_for("pump-1", "lstm-ae", T0)
+    assert ev.alert_id == hashlib.sha256(f"pump-1|lstm-ae|{T0}".encode()).hexdigest()[:32]
+    assert policy.open_alerts() == 1
+    assert policy.phase("pump-1") == "open"
+
+
+def test_anomalous_windows_that_fall_out_of_the_last_n_do_not_count() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=10))
+    assert run(policy, "AA...A") == []
+    assert run(policy, "A", start=6) == []  # windows 2..6 are ...AA: only 2 of 5
+    events = run(policy, "A", start=7)  # windows 3..7 are ..AAA
+    assert [(i, e.event) for i, e in events] == [(7, "opened")]
+    assert events[0][1].started_at == format_ts(T0 + 5_000)
+
+
+def test_open_needs_the_current_window_anomalous() -> None:
+    policy = AlertPolicy(AlertConfig(k=2, n=5, m=3, cooldown_ms=0))
+    assert run(policy, "A") == []
+    assert [e.event for _, e in run(policy, "A", start=1)] == ["opened"]
+
+
+def test_m_normal_windows_in_a_row_resolve_with_the_episode_peak() -> None:
+    policy = AlertPolicy(AlertConfig(k=2, n=3, m=4, cooldown_ms=0))
+    peak_contrib = {"temp": 0.9, "pressure": 0.1}
+    seq = [
+        dec(0, True, score=6.0),
+        dec(1, True, score=12.0, threshold=5.0, contributions=peak_contrib),
+        dec(2, True, score=7.0),
+        *[dec(i, False) for i in range(3, 6)],
+        dec(6, True, score=5.0),  # interrupts the normal streak
+        *[dec(i, False) for i in range(7, 11)],
+    ]
+    events = [(d.ts_ms, e) for d in seq for e in policy.step(d, now_ms=NOW)]
+    kinds = [(ts, e.event) for ts, e in events]
+    assert kinds == [(T0 + 1_000, "opened"), (T0 + 10_000, "resolved")]
+    resolved = events[-1][1]
+    assert resolved.ended_at == format_ts(T0 + 6_000)  # last anomalous window, not the 4th normal
+    assert resolved.started_at == format_ts(T0)
+    assert resolved.score == 12.0 and resolved.peak_score == 12.0
+    assert resolved.threshold == 5.0
+    assert resolved.ratio == pytest.approx(2.4)
+    assert [(t.signal, t.contribution) for t in resolved.top_signals] == [
+        ("temp", 0.9),
+        ("pressure", 0.1),
+    ]
+    assert resolved.reason == "4 windows in a row under threshold"
+    assert resolved.alert_id == events[0][1].alert_id
+    assert policy.open_alerts() == 0
+
+
+def test_cooldown_defers_the_next_open_and_counts_windows_meanwhile() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=2, cooldown_ms=5_000))
+    events = run(policy, "AAA..")
+    assert [(i, e.event) for i, e in events] == [(2, "opened"), (4, "resolved")]
+    assert policy.phase("pump-1") == "cooling"
+    # Resolved at window 4 (t=4 s): no open before t=9 s, but windows 5.. count toward k-of-n.
+    events = run(policy, "AAAA", start=5)
+    assert events == []
+    events = run(policy, "A", start=9)
+    assert [(i, e.event) for i, e in events] == [(9, "opened")]
+    # Earliest anomalous window among the last n=5 (windows 5..9).
+    assert events[0][1].started_at == format_ts(T0 + 5_000)
+    assert events[0][1].reason == "5 of the last 5 windows over threshold"
+
+
+def test_cooldown_passing_on_a_normal_window_does_not_open() -> None:
+    policy = AlertPolicy(AlertConfig(k=2, n=5, m=1, cooldown_ms=3_000))
+    assert [e.event for _, e in run(policy, "AA.")] == ["opened", "resolved"]
+    assert run(policy, "AA.", start=3) == []  # t=3,4 in cooldown, t=5 normal: no open
+    assert policy.phase("pump-1") == "idle"
+    events = run(policy, "A", start=6)
+    assert [(i, e.event) for i, e in events] == [(6, "opened")]
+    assert events[0][1].started_at == format_ts(T0 + 3_000)
+
+
+def test_zero_cooldown_goes_straight_back_to_idle() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
+    events = run(policy, "A.A.")
+    assert [(i, e.event) for i, e in events] == [
+        (0, "opened"),
+        (1, "resolved"),
+        (2, "opened"),
+        (3, "resolved"),
+    ]
+    assert events[0][1].alert_id != events[2][1].alert_id
+
+
+def test_escalation_updates_at_once_and_severity_never_drops() -> None:
+    cfg = AlertConfig(k=2, n=3, m=2, cooldown_ms=0, update_every_ms=60_000)
+    policy = AlertPolicy(cfg)
+    seq = [
+        dec(0, True, severity=1),
+        dec(1, True, severity=1),
+        dec(2, True, severity=2, score=8.5),
+        dec(3, True, severity=2, score=8.6),
+        dec(4, True, severity=1, score=8.0),
+        dec(5, False),
+        dec(6, False),
+    ]
+    events = [e for d in seq for e in policy.step(d, now_ms=NOW)]
+    assert [(e.event, e.severity) for e in events] == [
+        ("opened", "warning"),
+        ("updated", "critical"),
+        ("resolved", "critical"),
+    ]
+    assert events[1].reason == "severity rose to critical"
+    assert events[1].score == 8.5
+    assert events[1].window_at == format_ts(T0 + 2_000)
+
+
+def test_severity_zero_from_the_threshold_layer_falls_back_to_the_ratio() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, critical_ratio=2.0))
+    (ev,) = policy.step(dec(0, True, severity=0, score=9.0, threshold=4.0), now_ms=NOW)
+    assert ev.severity == "critical"
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, critical_ratio=2.0))
+    (ev,) = policy.step(dec(0, True, severity=0, score=7.0, threshold=4.0), now_ms=NOW)
+    assert ev.severity == "warning"
+
+
+def test_peak_rise_updates_are_rate_limited_on_reading_time() -> None:
+    cfg = AlertConfig(k=1, n=1, m=50, update_every_ms=10_000, update_min_rise=0.2)
+    policy = AlertPolicy(cfg)
+    seq = [
+        (0, 5.0),  # opened, reported peak 5.0
+        (1, 7.0),  # +40 % but only 1 s after the open: held back
+        (10, 7.1),  # 10 s after: updated (peak 7.1 vs reported 5.0)
+        (11, 8.0),  # +12.7 % over 7.1: too small
+        (19, 9.0),  # +26.8 % but 9 s after the update: held back
+        (20, 6.0),  # due now, peak 9.0 is +26.8 % over 7.1: updated, with this window's score
+        (40, 9.5),  # +5.6 % over 9.0: nothing
+    ]
+    out = []
+    for i, score in seq:
+        for ev in policy.step(dec(i, True, score=score), now_ms=NOW):
+            out.append((i, ev.event, ev.score, ev.peak_score))
+    assert out == [
+        (0, "opened", 5.0, 5.0),
+        (10, "updated", 7.1, 7.1),
+        (20, "updated", 6.0, 9.0),
+    ]
+
+
+def test_event_fields_and_top_signals_order() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, top_signals=2))
+    contrib = {"b": 0.3, "a": 0.3, "c": 0.4, "d": float("nan")}
+    (ev,) = policy.step(dec(0, True, contributions=contrib, score=6.0), now_ms=NOW)
+    assert [(t.signal, t.contribution) for t in ev.top_signals] == [("c", 0.4), ("a", 0.3)]
+    assert (ev.model.name, ev.model.version) == ("lstm-ae", "7")
+    assert ev.ratio == pytest.approx(1.5)
+    assert ev.schema == "plantwatch.alert/v1"
+    assert decode_event(encode_event(ev)) == ev
+
+
+def test_assets_are_independent() -> None:
+    policy = AlertPolicy(AlertConfig(k=2, n=2, m=1, cooldown_ms=0))
+    out = []
+    for i in range(3):
+        for asset, anomalous in (("a", True), ("b", i == 2)):
+            out += [
+                (e.asset, e.event) for e in policy.step(dec(i, anomalous, asset=asset), now_ms=NOW)
+            ]
+    assert out == [("a", "opened")]
+    assert policy.open_alerts() == 1
+    assert policy.assets() == ["a", "b"]
+
+
+def test_a_late_window_does_not_move_the_assets_clock_back() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=5_000))
+    run(policy, "A.")  # resolved at t=1 s: cooldown until t=6 s
+    assert run(policy, "A", start=7) != []  # t=7 s: past the cooldown
+    run(policy, ".", start=8)  # resolved at t=8 s: cooldown until t=13 s
+    # A window stamped t=20 s, then a late one stamped t=9 s: the clock stays at 20 s.
+    assert policy.step(dec(20, False), now_ms=NOW) == []
+    assert [e.event for e in policy.step(dec(9, True), now_ms=NOW)] == ["opened"]
+
+
+def test_same_decisions_give_the_same_events() -> None:
+    pattern = "AAA.A..........AA.AAA" * 3
+    assert run(AlertPolicy(), pattern) == run(AlertPolicy(), pattern)
+
+
+def test_step_many_matches_step() -> None:
+    seq = [dec(i, ch == "A") for i, ch in enumerate("A.AA.........AAAA")]
+    one = AlertPolicy(AlertConfig(cooldown_ms=2_000))
+    many = AlertPolicy(AlertConfig(cooldown_ms=2_000))
+    assert many.step_many(seq, now_ms=NOW) == [e for d in seq for e in one.step(d, now_ms=NOW)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"asset": ""}, "non-empty asset"),
+        ({"severity": 3}, "severity must be"),
+        ({"score": float("nan"), "anomalous": True}, "finite score"),
+        ({"threshold": float("inf"), "anomalous": True}, "finite score"),
+        ({"ts_ms": 1.5}, "epoch milliseconds"),
+    ],
+)
+def test_decision_refuses_bad_values(kwargs: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {
+        "asset": "p",
+        "ts_ms": T0,
+        "score": 1.0,
+        "threshold": 2.0,
+        "anomalous": False,
+        "severity": 0,
+        "contributions": {},
+        "model_name": "m",
+        "model_version": "1",
+    }
+    with pytest.raises(ValueError, match=message):
+        Decision(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_a_normal_window_may_carry_an_infinite_threshold() -> None:
+    policy = AlertPolicy()
+    d = Decision("p", T0, 1.0, float("inf"), False, 0, {}, "m", "1")
+    assert policy.step(d, now_ms=NOW) == []
+    json.dumps(policy.snapshot(), allow_nan=False)  # nothing non-finite is kept
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"k": 0},
+        {"k": 6, "n": 5},
+        {"m": 0},
+        {"cooldown_ms": -1},
+        {"update_every_ms": -1},
+        {"update_min_rise": -0.1},
+        {"critical_ratio": 1.0},
+        {"top_signals": 0},
+    ],
+)
+def test_config_refuses_bad_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        AlertConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# -- snapshot / restore --------------------------------------------------------------------
+
+
+def test_snapshot_restore_continues_exactly_through_json() -> None:
+    cfg = AlertConfig(k=3, n=5, m=4, cooldown_ms=3_000, update_every_ms=2_000)
+    scores = [9.0, 1.0, 10.0, 14.0, 1.0, 20.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.0, 9.0, 9.0, 9.0]
+    seq = [dec(i, s > 4.0, score=s, severity=2 if s > 15 else None) for i, s in enumerate(scores)]
+    for cut in range(len(seq) + 1):
+        whole = AlertPolicy(cfg)
+        expected = [e for d in seq for e in whole.step(d, now_ms=NOW)]
+        first = AlertPolicy(cfg)
+        got = [e for d in seq[:cut] for e in first.step(d, now_ms=NOW)]
+        second = AlertPolicy(cfg)
+        second.restore(json.loads(json.dumps(first.snapshot())))
+        assert second.snapshot() == first.snapshot()
+        got += [e for d in seq[cut:] for e in second.step(d, now_ms=NOW)]
+        assert got == expected, f"diverged after a restore at window {cut}"
+
+
+def test_per_asset_snapshot_and_forget() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=3))
+    policy.step(dec(0, True, asset="a"), now_ms=NOW)
+    policy.step(dec(0, False, asset="b"), now_ms=NOW)
+    snap_a = policy.snapshot_asset("a")
+    assert snap_a is not None and list(snap_a["assets"]) == ["a"]
+    assert policy.snapshot_asset("zzz") is None
+    policy.forget(["a", "unknown"])
+    assert policy.assets() == ["b"] and policy.open_alerts() == 0
+    other = AlertPolicy(AlertConfig(k=1, n=1, m=3))
+    other.restore(snap_a)
+    assert other.open_alerts() == 1
+    # The new owner continues the same alert: resolving it carries the original id.
+    events = [e for i in (1, 2, 3) for e in other.step(dec(i, False, asset="a"), now_ms=NOW)]
+    assert [e.event for e in events] == ["resolved"]
+    assert events[0].alert_id == alert_id_for("a", "lstm-ae", T0)
+
+
+def test_restore_trims_history_to_a_smaller_n() -> None:
+    big = AlertPolicy(AlertConfig(k=5, n=8, m=1))
+    run(big, "AAAA....")
+    small = AlertPolicy(AlertConfig(k=2, n=3, m=1))
+    small.restore(big.snapshot())
+    assert len(small.snapshot()["assets"]["pump-1"]["recent"]) == 3
+    assert [e.event for _, e in run(small, "A", start=8)] == []  # last 3: . . A
+    assert [e.event for _, e in run(small, "A", start=9)] == ["opened"]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "message"),
+    [
+        ({"version": 2, "assets": {}}, "version 2"),
+        ({"assets": {}}, "version None"),
+        ({"version": 1, "assets": {"a": {"phase": "open"}}}, "lacks an open episode"),
+        ({"version": 1, "assets": {"a": {"phase": "sleeping"}}}, "damaged"),
+        ({"version": 1, "assets": {"a": {"recent": [{"ts_ms": "x"}]}}}, "damaged"),
+        ({"version": 1, "assets": None}, "damaged"),
+    ],
+)
+def test_restore_refuses_damaged_snapshots(snapshot: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AlertPolicy().restore(snapshot)
+
+
+# -- hypothesis: invariants over arbitrary decision sequences ------------------------------
+
+configs = st.builds(
+    lambda k, extra, m, cooldown_s, update_s, rise: AlertConfig(
+        k=k,
+        n=k + extra,
+        m=m,
+        cooldown_ms=cooldown_s * 1_000,
+        update_every_ms=update_s * 1_000,
+        update_min_rise=rise,
+    ),
+    k=st.integers(1, 4),
+    extra=st.integers(0, 3),
+    m=st.integers(1, 5),
+    cooldown_s=st.integers(0, 20),
+    update_s=st.integers(0, 10),
+    rise=st.sampled_from([0.0, 0.1, 0.5]),
+)
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.integers(1, 4_000),  # reading-time step in ms, always forward per asset
+        st.booleans(),
+        st.integers(0, 2),
+        st.floats(4.5, 40.0, allow_nan=False),
+    ),
+    max_size=150,
+)
+
+
+def decisions_from(raw: Sequence[tuple[str, int, bool, int, float]]) -> list[Decision]:
+    clock = dict.fromkeys(("a", "b", "c"), T0)
+    out = []
+    for asset, dt_ms, anomalous, severity, score in raw:
+        clock[asset] += dt_ms
+        out.append(
+            Decision(
+                asset,
+                clock[asset],
+                score if anomalous else 1.0,
+                4.0,
+                anomalous,
+                severity if anomalous else 0,
+                {"x": 0.5, "y": 0.3, "z": 0.2},
+                "m",
+                "1",
+            )
+        )
+    return out
+
+
+class Reference:
+    """Independent, deliberately plain model of when opens and resolves must happen."""
+
+    def __init__(self, cfg: AlertConfig) -> None:
+        self.cfg = cfg
+        self.open: dict[str, bool] = defaultdict(bool)
+        self.history: dict[str, list[bool]] = defaultdict(list)  # since the last resolve
+        self.normal_streak: dict[str, int] = defaultdict(int)
+        self.cooldown_until: dict[str, int] = defaultdict(lambda: -(2**62))
+
+    def expect(self, d: Decision) -> str | None:
+        cfg = self.cfg
+        if self.open[d.asset]:
+            if d.anomalous:
+                self.normal_streak[d.asset] = 0
+                return None
+            self.normal_streak[d.asset] += 1
+            if self.normal_streak[d.asset] == cfg.m:
+                self.open[d.asset] = False
+                self.history[d.asset] = []
+                self.cooldown_until[d.asset] = d.ts_ms + cfg.cooldown_ms
+                return "resolved"
+            return None
+        self.history[d.asset].append(d.anomalous)
+        last_n = self.history[d.asset][-cfg.n :]
+        if d.anomalous and sum(last_n) >= cfg.k and d.ts_ms >= self.cooldown_until[d.asset]:
+            self.open[d.asset] = True
+            self.normal_streak[d.asset] = 0
+            return "opened"
+        return None
+
+
+def check_invariants(
+    cfg: AlertConfig, decisions: Sequence[Decision], events: Sequence[Sequence[AlertEvent]]
+) -> None:
+    by_asset: dict[str, list[AlertEvent]] = defaultdict(list)
+    for evs in events:
+        for ev in evs:
+            by_asset[ev.asset].append(ev)
+    reference = Reference(cfg)
+    for d, evs in zip(decisions, events, strict=True):
+        expected = reference.expect(d)
+        lifecycle = [e.event for e in evs if e.event != "updated"]
+        assert lifecycle == ([expected] if expected else []), f"at {d}"
+        assert len(evs) <= 1
+    seen_ids: set[str] = set()
+    for asset, evs in by_asset.items():
+        open_id: str | None = None
+        last_resolved_ms: int | None = None
+        last_report_ms = 0
+        severity_rank = 0
+        prev_window_ms = 0
+        for ev in evs:
+            window_ms = parse_ts(ev.window_at)
+            assert window_ms >= prev_window_ms, "events of one asset out of order"
+            prev_window_ms = window_ms
+            rank = {"warning": 1, "critical": 2}[ev.severity]
+            if ev.event == "opened":
+                assert open_id is None, f"{asset}: two opens without a resolve"
+                assert ev.alert_id not in seen_ids, "an alert id was reused across episodes"
+                assert ev.alert_id == alert_id_for(asset, "m", parse_ts(ev.started_at))
+                assert parse_ts(ev.started_at) <= window_ms
+                if last_resolved_ms is not None:
+                    assert window_ms - last_resolved_ms >= cfg.cooldown_ms, "cooldown broken"
+                    assert parse_ts(ev.started_at) > last_resolved_ms
+                open_id = ev.alert_id
+                seen_ids.add(open_id)
+                last_report_ms = window_ms
+                severity_rank = rank
+                assert ev.ended_at is None
+            elif ev.event == "updated":
+                assert open_id == ev.alert_id, f"{asset}: update outside its episode"
+                escalated = rank > severity_rank
+                assert escalated or window_ms - last_report_ms >= cfg.update_every_ms
+                assert escalated == ev.reason.startswith("severity rose")
+                assert rank >= severity_rank
+                severity_rank, last_report_ms = rank, window_ms
+                assert ev.ended_at is None
+            else:
+                assert open_id == ev.alert_id, f"{asset}: resolved without an open"
+                assert rank == severity_rank
+                assert ev.ended_at is not None
+                assert parse_ts(ev.started_at) <= parse_ts(ev.ended_at) < window_ms
+                assert ev.score == ev.peak_score
+                open_id, last_resolved_ms = None, window_ms
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs, raw=steps)
+def test_invariants_hold_for_any_sequence(
+    cfg: AlertConfig, raw: list[tuple[str, int, bool, int, float]]
+) -> None:
+    decisions = decisions_from(raw)
+    policy = AlertPolicy(cfg)
+    events = [policy.step(d, now_ms=NOW) for d in decisions]
+    check_invariants(cfg, decisions, events)
+    open_by_log = {e.asset: e.event != "resolved" for evs in events for e in evs}
+    assert policy.open_alerts() == sum(open_by_log.values())
+    for evs in events:
+        for ev in evs:
+            assert decode_event(encode_event(ev)) == ev
+
+
+@settings(max_examples=100, deadline=None)
+@given(cfg=configs, raw=steps, cut=st.integers(0, 150))
+def test_snapshot_restore_anywhere_continues_exactly(
+    cfg: AlertConfig, raw: list[tuple[str, int, bool, int, float]], cut: int
+) -> None:
+    decisions = decisions_from(raw)
+    cut = min(cut, len(decisions))
+    whole = AlertPolicy(cfg)
+    expected = [e for d in decisions for e in whole.step(d, now_ms=NOW)]
+    first = AlertPolicy(cfg)
+    got = [e for d in decisions[:cut] for e in first.step(d, now_ms=NOW)]
+    second = AlertPolicy(cfg)
+    second.restore(json.loads(json.dumps(first.snapshot(), allow_nan=False)))
+    got += [e for d in decisions[cut:] for e in second.step(d, now_ms=NOW)]
+    assert got == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 3),
+    m=st.integers(1, 3),
+    cooldown_s=st.integers(1, 30),
+    windows=st.integers(10, 400),
+)
+def test_flapping_input_opens_at_most_once_per_cooldown(
+    k: int, m: int, cooldown_s: int, windows: int
+) -> None:
+    cfg = AlertConfig(k=k, n=2 * k, m=m, cooldown_ms=cooldown_s * 1_000)
+    policy = AlertPolicy(cfg)
+    opens = 0
+    for i in range(windows):
+        for ev in policy.step(dec(i, i % 2 == 0), now_ms=NOW):
+            opens += ev.event == "opened"
+    span_s = windows - 1
+    assert opens <= 1 + span_s // cooldown_s
+    if m >= 2:
+        # Alternating input never gives two normal windows in a row: one long alert.
+        assert opens == 1
+
+
+# -- hypothesis: the state machine under steps interleaved with restarts -------------------
+
+
+class PolicyMachine(RuleBasedStateMachine):
+    """Random steps on a few assets, with crash-restarts (snapshot -> new policy) in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = AlertConfig(k=2, n=3, m=2, cooldown_ms=3_000, update_every_ms=2_000)
+        self.policy = AlertPolicy(self.cfg)
+        self.clock = dict.fromkeys(("a", "b"), T0)
+        self.open_ids: dict[str, str] = {}
+        self.last_event_window: dict[str, int] = {}
+
+    @rule(
+        asset=st.sampled_from(["a", "b"]),
+        dt_ms=st.integers(1, 3_000),
+        anomalous=st.booleans(),
+        severity=st.integers(1, 2),
+        score=st.floats(4.5, 30.0),
+    )
+    def step(self, asset: str, dt_ms: int, anomalous: bool, severity: int, score: float) -> None:
+        self.clock[asset] += dt_ms
+        d = Decision(
+            asset,
+            self.clock[asset],
+            score if anomalous else 1.0,
+            4.0,
+            anomalous,
+            severity if anomalous else 0,
+            {"x": 1.0},
+            "m",
+            "1",
+        )
+        for ev in self.policy.step(d, now_ms=NOW):
+            assert ev.asset == asset
+            window_ms = parse_ts(ev.window_at)
+            assert window_ms >= self.last_event_window.get(asset, 0)
+            self.last_event_window[asset] = window_ms
+            if ev.event == "opened":
+                assert asset not in self.open_ids, "opened twice without a resolve"
+                self.open_ids[asset] = ev.alert_id
+            else:
+                assert self.open_ids.get(asset) == ev.alert_id, "id changed within an episode"
+                if ev.event == "resolved":
+                    del self.open_ids[asset]
+
+    @rule()
+    def restart(self) -> None:
+        snapshot = json.loads(json.dumps(self.policy.snapshot()))
+        self.policy = AlertPolicy(self.cfg)
+        self.policy.restore(snapshot)
+
+    @invariant()
+    def open_count_matches_the_event_log(self) -> None:
+        assert self.policy.open_alerts() == len(self.open_ids)
+        for asset in ("a", "b"):
+            assert (self.policy.phase(asset) == "open") == (asset in self.open_ids)
+
+
+PolicyMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=60, deadline=None)
+TestPolicyMachine = PolicyMachine.TestCase
