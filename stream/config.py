@@ -124,6 +124,34 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     top_signals: int = 3
 
 
+class DriftSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Page-Hinkley drift tests on each asset's scores and inputs (see ``models/drift.py``)."""
+
+    delta: float = 0.5
+    threshold: float = 50.0
+    warmup: int = 500
+    recent: int = 200
+    max_anomalous_fraction: float = 0.05
+
+
+class OnlineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Guarded online learning (see ``models/online.py``); off by default."""
+
+    enabled: bool = False
+    min_interval_s: float = 3600.0
+    min_windows: int = 2000
+    buffer_windows: int = 20000
+    holdout_fraction: float = 0.2
+    epochs: int = 3
+    lr_scale: float = 0.3
+    max_score_ratio: float = 0.95
+    rollback_windows: int = 2000
+    rollback_anomaly_ratio: float = 3.0
+    #: No window within this long after an anomalous window (or an open or cooling alert)
+    #: of its asset is ever learned: a fault must not be taught as normal.
+    guard_ms: int = 600_000
+
+
 class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     #: Loopback by default: exposing metrics beyond this host is a deliberate choice.
@@ -152,6 +180,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     window: WindowSettings = msgspec.field(default_factory=WindowSettings)
     threshold: ThresholdSettings = msgspec.field(default_factory=ThresholdSettings)
     alert: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
+    online: OnlineSettings = msgspec.field(default_factory=OnlineSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -23,6 +23,8 @@ import numpy.typing as npt
 from alerts.events import AlertEvent
 from alerts.policy import AlertConfig, AlertPolicy, Decision
 from models.artifact import TrainedModel
+from models.drift import DriftConfig, DriftEvent, DriftMonitor
+from models.online import ModelSwap, OnlineConfig, OnlineLearner
 from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
 from stream.config import Settings, WindowSettings
@@ -31,6 +33,8 @@ from stream.window import AssetWindow, Push
 
 SNAPSHOT_VERSION = 1
 _T = TypeVar("_T")
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass
@@ -79,6 +83,10 @@ class Outcome:
     reordered: int = 0
     #: Seconds spent in the model (``plantwatch_score_seconds``).
     score_seconds: float = 0.0
+    #: Sustained changes in an asset's scores or inputs: (asset, reading time, event).
+    drift: list[tuple[str, int, DriftEvent]] = field(default_factory=list)
+    #: A model swap or rollback by online learning that takes effect from the next batch.
+    swap: ModelSwap | None = None
 
 
 class Monitor:
@@ -97,23 +105,38 @@ class Monitor:
         window: WindowSettings | None = None,
         threshold: ThresholdConfig | None = None,
         alert: AlertConfig | None = None,
+        drift: DriftConfig | None = None,
+        online: OnlineConfig | None = None,
+        online_guard_ms: int = 600_000,
     ) -> None:
         self.model = model
         self.window_settings = window or WindowSettings()
         self.threshold_config = threshold or ThresholdConfig()
+        self.drift_config = drift or DriftConfig()
         self.policy = AlertPolicy(alert or AlertConfig())
         self._windows: dict[str, AssetWindow] = {}
         self._thresholds: dict[str, Threshold] = {}
+        self._drift: dict[str, DriftMonitor] = {}
+        #: Reading time of each asset's latest abnormal window (anomalous or alert not idle).
+        self._last_abnormal_ms: dict[str, int] = {}
         self._calibration = np.asarray(model.calibration_scores, dtype=np.float64)
+        self.online_guard_ms = online_guard_ms
+        self.learner = (
+            OnlineLearner(model, online) if online is not None and online.enabled else None
+        )
 
     @classmethod
     def from_settings(cls, model: TrainedModel, settings: Settings) -> Monitor:
         """A monitor configured by the ``window``, ``threshold`` and ``alert`` sections."""
+        online = msgspec.structs.asdict(settings.online)
         return cls(
             model,
             window=settings.window,
             threshold=_dataclass_from(ThresholdConfig, msgspec.structs.asdict(settings.threshold)),
             alert=_dataclass_from(AlertConfig, msgspec.structs.asdict(settings.alert)),
+            drift=_dataclass_from(DriftConfig, msgspec.structs.asdict(settings.drift)),
+            online=_dataclass_from(OnlineConfig, online),
+            online_guard_ms=int(online["guard_ms"]),
         )
 
     # -- the data flow ----------------------------------------------------------------------
@@ -139,10 +162,11 @@ class Monitor:
                 sources.append(i)
         if not windows:
             return outcome
+        batch = np.stack(windows)
         started = time.perf_counter()
-        scores, contributions = self.model.scorer.score_batch(np.stack(windows))
+        scores, contributions = self.model.scorer.score_batch(batch)
         outcome.score_seconds = time.perf_counter() - started
-        outcome.scored, outcome.events = self._judge(
+        outcome.scored, outcome.events, eligible = self._judge(
             assets,
             np.asarray(ts, np.int64),
             np.asarray(sources, np.int64),
@@ -150,7 +174,40 @@ class Monitor:
             np.asarray(contributions, np.float32),
             now_ms,
         )
+        outcome.drift = self._watch_drift(outcome.scored, batch)
+        if self.learner is not None:
+            outcome.swap = self._learn(batch, outcome.scored, eligible)
         return outcome
+
+    def _watch_drift(self, scored: Scored, batch: FloatArray) -> list[tuple[str, int, DriftEvent]]:
+        """Page-Hinkley on each asset's scores and per-window signal means."""
+        found: list[tuple[str, int, DriftEvent]] = []
+        means = batch.mean(axis=1)
+        for asset, start, end in _runs(scored.assets):
+            monitor = self._drift.get(asset)
+            if monitor is None:
+                monitor = self._drift[asset] = DriftMonitor(self.model.signals, self.drift_config)
+            for event in monitor.update(
+                scored.scores[start:end], means[start:end], scored.anomalous[start:end]
+            ):
+                found.append((asset, int(scored.ts_ms[start + event.batch_index]), event))
+        return found
+
+    def _learn(self, batch: FloatArray, scored: Scored, eligible: BoolArray) -> ModelSwap | None:
+        """Feed online learning; apply a finished swap (or rollback) from the next batch on."""
+        learner = self.learner
+        if learner is None:
+            return None
+        learner.observe(scored.anomalous)
+        learner.offer(batch, eligible, scored.ts_ms)
+        learner.maybe_start()
+        swap = learner.poll()
+        if swap is not None:
+            # Thresholds are kept: the new model's scores are on the scale of the old one
+            # (each scorer divides by its own typical error), and re-seeding them would
+            # restart every asset's grace period and hide alerts for a while.
+            self.model = swap.model
+        return swap
 
     def _judge(
         self,
@@ -160,21 +217,20 @@ class Monitor:
         scores: npt.NDArray[np.float64],
         contributions: npt.NDArray[np.float32],
         now_ms: int,
-    ) -> tuple[Scored, list[AlertEvent]]:
+    ) -> tuple[Scored, list[AlertEvent], BoolArray]:
         n = len(assets)
         thresholds = np.empty(n, np.float64)
         anomalous = np.empty(n, np.bool_)
         severity = np.empty(n, np.int8)
         alert_open = np.empty(n, np.bool_)
+        # Eligible for online learning: judged normal, alert idle, and no abnormal window
+        # of the asset within the guard interval before it.
+        eligible = np.zeros(n, np.bool_)
+        guard = self.online_guard_ms
         events: list[AlertEvent] = []
         signals = self.model.signals
         name, version = self.model.name, self.model.version
-        start = 0
-        while start < n:
-            asset = assets[start]
-            end = start + 1
-            while end < n and assets[end] == asset:
-                end += 1
+        for asset, start, end in _runs(assets):
             # Protection: while the asset's alert is open, nothing it scores is learned, so
             # a long fault cannot teach the threshold that it is normal.
             learning = self.policy.phase(asset) != "open"
@@ -194,8 +250,14 @@ class Monitor:
                     model_version=version,
                 )
                 events.extend(self.policy.step(decision, now_ms=now_ms))
-                alert_open[j] = self.policy.phase(asset) == "open"
-            start = end
+                phase = self.policy.phase(asset)
+                alert_open[j] = phase == "open"
+                ts_j = int(ts_ms[j])
+                if anomalous[j] or phase != "idle":
+                    self._last_abnormal_ms[asset] = ts_j
+                else:
+                    last = self._last_abnormal_ms.get(asset)
+                    eligible[j] = last is None or ts_j - last > guard
         scored = Scored(
             assets=assets,
             ts_ms=ts_ms,
@@ -207,7 +269,7 @@ class Monitor:
             contributions=contributions,
             alert_open=alert_open,
         )
-        return scored, events
+        return scored, events, eligible
 
     def _window_for(self, asset: str) -> AssetWindow:
         state = self._windows.get(asset)
@@ -248,6 +310,8 @@ class Monitor:
             "window": state.snapshot(),
             "threshold": self._thresholds[asset].snapshot(),
             "alert": self.policy.snapshot_asset(asset),
+            "drift": self._drift[asset].snapshot() if asset in self._drift else None,
+            "last_abnormal_ms": self._last_abnormal_ms.get(asset),
         }
 
     def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> None:
@@ -259,6 +323,10 @@ class Monitor:
         self._thresholds[asset] = restore_threshold(snap["threshold"])
         if snap.get("alert") is not None:
             self.policy.restore(snap["alert"])
+        if snap.get("drift") is not None:
+            self._drift[asset] = DriftMonitor.restore(snap["drift"])
+        if snap.get("last_abnormal_ms") is not None:
+            self._last_abnormal_ms[asset] = int(snap["last_abnormal_ms"])
 
     def forget(self, assets: Iterable[str]) -> None:
         """Drop the state of assets this process no longer owns."""
@@ -266,7 +334,21 @@ class Monitor:
         for asset in gone:
             self._windows.pop(asset, None)
             self._thresholds.pop(asset, None)
+            self._drift.pop(asset, None)
+            self._last_abnormal_ms.pop(asset, None)
         self.policy.forget(gone)
+
+
+def _runs(assets: Sequence[str]) -> Iterator[tuple[str, int, int]]:
+    """(asset, start, end) of each run of equal assets in a list grouped by asset."""
+    n = len(assets)
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and assets[end] == assets[start]:
+            end += 1
+        yield assets[start], start, end
+        start = end
 
 
 def _time_order(readings: Sequence[SensorReading]) -> tuple[list[int], int]:

@@ -26,12 +26,13 @@ from types import FrameType
 
 from confluent_kafka import TopicPartition
 
+from alerts.events import DRIFT_SCHEMA, DriftNotice, ModelRef, encode_drift
 from alerts.metrics import Metrics
 from alerts.publisher import AlertPublisher, DeliveryError
 from models.artifact import TrainedModel
 from stream.config import Settings
 from stream.pipeline import Monitor, Outcome
-from stream.schema import ReadingDecoder
+from stream.schema import ReadingDecoder, format_ts
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
 
@@ -103,7 +104,7 @@ class RunLoop:
                 s.topics.state: STATE_TOPIC_CONFIG,
             },
         )
-        self.metrics.set_model(self.model.name, self.model.version)
+        self.metrics.set_model(self.monitor.model.name, self.monitor.model.version)
         self._publisher = AlertPublisher(s.kafka.client_config(), s.topics.alerts)
         decoder = ReadingDecoder(
             allowed_signals=self.model.signals, max_message_bytes=s.consumer.max_message_bytes
@@ -129,6 +130,8 @@ class RunLoop:
                 self.step()
             self.checkpoint()
         finally:
+            if self.monitor.learner is not None:
+                self.monitor.learner.close()
             self._source.close()
             self._publisher.close()
             log.info(
@@ -151,7 +154,9 @@ class RunLoop:
             route_rejected(batch.rejected, self.settings.topics.dlq, self._publisher.produce)
             outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
             self._publisher.publish(outcome.events)
+            self._publish_drift(outcome)
             self._flush()
+            self._note_swap(outcome)
             self._observe(batch, outcome)
             self._dirty.update(r.asset for r in batch.readings)
             self._uncommitted.next_offsets.update(batch.next_offsets)
@@ -162,6 +167,55 @@ class RunLoop:
             >= self.settings.delivery.checkpoint_interval_s
         ):
             self.checkpoint()
+
+    def _publish_drift(self, outcome: Outcome) -> None:
+        if not outcome.drift or self._publisher is None:
+            return
+        now = _now_ms()
+        model = ModelRef(self.monitor.model.name, self.monitor.model.version)
+        for asset, ts_ms, ev in outcome.drift:
+            notice = DriftNotice(
+                asset=asset,
+                kind=ev.kind,
+                signal=ev.signal,
+                direction=ev.direction,
+                detected_at=format_ts(now),
+                window_at=format_ts(ts_ms),
+                is_drift=ev.is_drift,
+                anomalous_fraction=ev.anomalous_fraction,
+                reference_mean=ev.reference_mean,
+                mean_since_reference=ev.mean_since_reference,
+                model=model,
+            )
+            self._publisher.produce(
+                self.settings.topics.alerts,
+                asset.encode(),
+                encode_drift(notice),
+                [("schema", DRIFT_SCHEMA.encode())],
+            )
+            self.metrics.drift_events.labels(kind=ev.kind if ev.is_drift else "anomaly").inc()
+            log.info(
+                "%s on %s%s (%s), anomalous fraction %.2f",
+                "drift" if ev.is_drift else "change during an anomaly",
+                asset,
+                f" signal {ev.signal}" if ev.signal else " score",
+                ev.direction,
+                ev.anomalous_fraction,
+            )
+
+    def _note_swap(self, outcome: Outcome) -> None:
+        swap = outcome.swap
+        if swap is None:
+            return
+        self.metrics.set_model(swap.model.name, swap.model.version)
+        log.warning(
+            "online learning %s: now serving %s %s (was %s): %s",
+            "swapped the model" if swap.kind == "swap" else "rolled back",
+            swap.model.name,
+            swap.model.version,
+            swap.previous_version,
+            swap.reason,
+        )
 
     def _flush(self) -> None:
         if self._publisher is None:
