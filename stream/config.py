@@ -104,23 +104,36 @@ class WindowSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class ThresholdSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-asset thresholds (see ``models/thresholds.py``; defaults equal its ``ThresholdConfig``).
+
+    ``q`` is the risk: the expected false-alarm rate per scored window.
+    """
+
     kind: Literal["fixed", "quantile", "spot", "dspot"] = "spot"
     q: float = 1e-4
     level: float = 0.98
-    depth: int = 50
-    grace: int = 200
-    critical_q: float = 1e-6
+    depth: int = 200
+    grace: int = 1000
+    critical_q: float | None = None
     fixed_value: float | None = None
-    quantile: float = 0.999
+    quantile: float = 0.99
+    margin: float = 1.5
+    critical_ratio: float = 2.0
     max_peaks: int = 2_000
+    refit_every_peaks: int = 128
+    refit_growth: float = 0.1
 
 
 class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The alert state machine (see ``alerts/policy.py``; defaults equal its ``AlertConfig``)."""
+
     k: int = 3
     n: int = 5
     m: int = 10
     cooldown_ms: int = 60_000
     update_every_ms: int = 30_000
+    update_min_rise: float = 0.2
+    critical_ratio: float = 2.0
     top_signals: int = 3
 
 
@@ -130,6 +143,8 @@ class DriftSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     delta: float = 0.5
     threshold: float = 50.0
     warmup: int = 500
+    blocks: int = 10
+    min_std: float = 1e-3
     recent: int = 200
     max_anomalous_fraction: float = 0.05
 
@@ -144,6 +159,8 @@ class OnlineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     holdout_fraction: float = 0.2
     epochs: int = 3
     lr_scale: float = 0.3
+    #: 0.95, not the learner's 1.0: swap only on a real improvement, since every swap
+    #: is followed by a rollback watch.
     max_score_ratio: float = 0.95
     rollback_windows: int = 2000
     rollback_anomaly_ratio: float = 3.0

@@ -86,3 +86,34 @@ def test_secrets_never_in_repr() -> None:
     assert "svc-plantwatch" in text
     # ... while librdkafka still gets the real values.
     assert s.kafka.client_config()["sasl.password"] == "hunter2"
+
+
+@pytest.mark.parametrize(
+    ("section", "config_class"),
+    [
+        ("threshold", "models.thresholds:ThresholdConfig"),
+        ("alert", "alerts.policy:AlertConfig"),
+        ("drift", "models.drift:DriftConfig"),
+        ("online", "models.online:OnlineConfig"),
+    ],
+)
+def test_settings_sections_mirror_the_config_classes(section: str, config_class: str) -> None:
+    """Every settings key reaches its config class, with the same default unless noted."""
+    import dataclasses
+    import importlib
+
+    import msgspec
+
+    module, name = config_class.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    values = msgspec.structs.asdict(getattr(load_settings(env={}), section))
+    # Keys the monitor itself reads, not the config class.
+    own = {"online": {"guard_ms"}}.get(section, set())
+    assert set(values) - own <= set(defaults)
+    # Deliberate differences, each with its reason in stream/config.py.
+    differs = {("online", "max_score_ratio")}
+    for key, value in values.items():
+        if key in own or (section, key) in differs:
+            continue
+        assert value == defaults[key], f"{section}.{key}: settings {value} != {defaults[key]}"

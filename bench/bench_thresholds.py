@@ -1,0 +1,98 @@
+"""Microseconds per score for every threshold kind and the drift monitor, against a baseline.
+
+The baseline is the cheapest possible decision: a numpy compare against a precomputed
+``1 - q`` quantile of the calibration scores, run in the same process on the same stream, so
+the ratio column is comparable across machines. Scores are i.i.d. exponential (the common
+case: almost every score below SPOT's level ``t``), fed in batches of 1, 32 and 1024 scores
+(one asset's share of a consumed batch is usually small, so per-call overhead matters). The
+``ramp`` rows feed a rising score level, where SPOT, whose level ``t`` stays where it was
+calibrated, sees a peak at nearly every score (DSPOT's use case).
+
+    .venv/bin/python bench/bench_thresholds.py          # about 2-3 minutes
+    .venv/bin/python bench/bench_thresholds.py --quick  # under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from models.drift import DriftMonitor
+from models.thresholds import ThresholdConfig, make_threshold
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _time_batches(step: Callable[[FloatArray], object], scores: FloatArray, batch: int) -> float:
+    """Seconds to feed ``scores`` through ``step`` in batches of ``batch``."""
+    start = time.perf_counter()
+    for lo in range(0, scores.size, batch):
+        step(scores[lo : lo + batch])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer scores; under a minute")
+    parser.add_argument("--q", type=float, default=1e-4, help="false-alarm rate (default 1e-4)")
+    args = parser.parse_args()
+
+    n_scores = 100_000 if args.quick else 1_000_000
+    batches = {1: n_scores // 20, 32: n_scores, 1024: n_scores}
+    rng = np.random.default_rng(0)
+    calibration = rng.exponential(size=20_000)
+    stream = rng.exponential(size=n_scores)
+    # The ramp rises by 2e-4 scale per score; SPOT is slow there (every score a peak), so
+    # those rows use a fifth of the scores.
+    ramp = stream + 2e-4 * np.arange(n_scores)
+
+    rows: list[tuple[str, str, int, float, float, float]] = []
+    for batch, n in batches.items():
+        scores = stream[:n]
+        fixed_value = float(np.quantile(calibration, 1.0 - args.q))
+
+        def compare(s: FloatArray, value: float = fixed_value) -> object:
+            return s > value
+
+        baseline_s = _time_batches(compare, scores, batch)
+        baseline_us = max(baseline_s / n * 1e6, 1e-9)
+        rows.append(("numpy compare", "iid", batch, baseline_us, 1.0, float("nan")))
+        for kind in ("fixed", "quantile", "spot", "dspot"):
+            for stream_name, data in (("iid", scores), ("ramp", ramp[: n // 5])):
+                if stream_name == "ramp" and kind not in ("spot", "dspot"):
+                    continue
+                threshold = make_threshold(ThresholdConfig(kind=kind, q=args.q), calibration)
+                alarms = 0
+
+                def step(s: FloatArray, th: object = threshold) -> None:
+                    nonlocal alarms
+                    alarms += int(th.update(s)[1].sum())  # type: ignore[attr-defined]
+
+                seconds = _time_batches(step, data, batch)
+                us = seconds / data.size * 1e6
+                rows.append((kind, stream_name, batch, us, us / baseline_us, alarms / data.size))
+        monitor = DriftMonitor([f"s{i}" for i in range(8)])
+        means = rng.normal(size=(n, 8))
+        start = time.perf_counter()
+        for lo in range(0, n, batch):
+            monitor.update(scores[lo : lo + batch], means[lo : lo + batch])
+        us = (time.perf_counter() - start) / n * 1e6
+        rows.append(("drift (8 signals)", "iid", batch, us, us / baseline_us, float("nan")))
+
+    print(
+        f"scores per row: {n_scores:,} ({batches[1]:,} for batch 1, a fifth for ramp rows); "
+        f"q = {args.q:g}\n"
+    )
+    print("| kind | stream | batch | µs/score | × baseline | alarm rate |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kind, stream_name, batch, us, ratio, rate in rows:
+        rate_text = "" if np.isnan(rate) else f"{rate:.1e}"
+        print(f"| {kind} | {stream_name} | {batch} | {us:.3f} | {ratio:,.0f} | {rate_text} |")
+
+
+if __name__ == "__main__":
+    main()
