@@ -151,7 +151,15 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> int:
 
     _step(f"2/5 simulating {args.history_s / 3600:.1f} h of normal history for {args.assets} pumps")
     history = work / "history.parquet"
-    common = ["--assets", str(args.assets), "--period-ms", str(args.period_ms)]
+    # One plant (same set-points and gains), two days of it: history, then the live run.
+    common = [
+        "--assets",
+        str(args.assets),
+        "--period-ms",
+        str(args.period_ms),
+        "--plant-seed",
+        str(args.seed),
+    ]
     subprocess.run(
         _cli(
             "simulate",

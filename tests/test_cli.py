@@ -1,0 +1,144 @@
+"""The command line as a person uses it: help, train, backtest on a simulated plant."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+
+from stream.cli import build_parser, main
+from stream.commands import DEFAULT_SCORER_NAME, SCORER_NAMES
+
+
+def test_scorer_names_match_the_registry() -> None:
+    from models.registry import DEFAULT_SCORER, SCORERS
+
+    assert tuple(sorted(SCORERS)) == SCORER_NAMES
+    assert DEFAULT_SCORER == DEFAULT_SCORER_NAME
+
+
+@pytest.mark.parametrize("command", ["broker", "simulate", "train", "run", "backtest", "demo"])
+def test_every_command_has_help_with_examples(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "plantwatch" in out and "example" in out.lower()
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from stream.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_train_then_backtest_on_simulated_plant(tmp_path: Path) -> None:
+    history = tmp_path / "history.parquet"
+    plant = tmp_path / "plant.csv"
+    common = ["--assets", "3", "--period-ms", "1000", "--plant-seed", "5", "--quiet"]
+    start = "2026-11-28T00:00:00Z"
+    assert (
+        main(
+            [
+                "simulate",
+                *common,
+                "--duration",
+                "7200",
+                "--faults",
+                "0",
+                "--seed",
+                "1",
+                "--out",
+                str(history),
+                "--start",
+                start,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "simulate",
+                *common,
+                "--duration",
+                "3600",
+                "--faults",
+                "2",
+                "--seed",
+                "2",
+                "--control-assets",
+                "1",
+                "--out",
+                str(plant),
+                "--start",
+                "2026-11-28T02:00:00Z",
+            ]
+        )
+        == 0
+    )
+    model = tmp_path / "model"
+    assert main(["train", "--input", str(history), "--model", str(model)]) == 0
+    assert (model / "model.safetensors").is_file() and (model / "model.json").is_file()
+    out = tmp_path / "scores.csv"
+    report = tmp_path / "report.json"
+    png = tmp_path / "plot.png"
+    assert (
+        main(
+            [
+                "backtest",
+                "--input",
+                str(plant),
+                "--model",
+                str(model),
+                "--labels",
+                "fault",
+                "--out",
+                str(out),
+                "--report",
+                str(report),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
+    table = pacsv.read_csv(out)
+    assert {"timestamp", "asset", "score", "threshold", "anomaly", "label"} <= set(
+        table.column_names
+    )
+    assert table.num_rows == 3 * 3600
+    metrics = json.loads(report.read_text())
+    assert metrics["alerts"]["events_labelled"] == 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors_are_sentences_not_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "backtest",
+                "--input",
+                str(tmp_path / "missing.csv"),
+                "--train-rows",
+                "10",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+    assert "does not exist" in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--model", str(tmp_path / "nope")])
+    assert "does not exist" in str(exc.value)
+
+
+def test_parser_builds() -> None:
+    assert build_parser().prog == "plantwatch"
