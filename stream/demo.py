@@ -332,7 +332,7 @@ class LiveView:
 
 
 def _read_alerts(settings: Settings, topic: str, *, idle_s: float = 3.0) -> list[Any]:
-    from alerts.events import decode_event
+    from alerts.events import SCHEMA, decode_event
 
     conf = settings.kafka.consumer_config()
     conf.update(
@@ -350,9 +350,14 @@ def _read_alerts(settings: Settings, topic: str, *, idle_s: float = 3.0) -> list
     try:
         while time.monotonic() - last < idle_s and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=500, timeout=0.5):
-                if msg.error() is None and msg.value():
-                    events.append(decode_event(msg.value()))  # type: ignore[arg-type]
-                    last = time.monotonic()
+                value = msg.value()
+                if msg.error() is not None or not value:
+                    continue
+                last = time.monotonic()
+                # Drift notices share the topic; the schema header tells them apart.
+                headers = dict(msg.headers() or [])
+                if headers.get("schema", SCHEMA.encode()) == SCHEMA.encode():
+                    events.append(decode_event(value))
     finally:
         consumer.close()
     return events

@@ -1,0 +1,131 @@
+"""Shared pieces of the integration tests: a trained model, a monitor thread, reading topics."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer
+
+from alerts.metrics import Metrics
+from models.artifact import TrainedModel
+from models.training import train_model
+from stream.config import Settings, load_settings
+from stream.runloop import RunLoop
+from stream.simulator import PlantSimulator, SimConfig
+
+PLANT_SEED = 21
+#: Simulated time starts here; history is the day before.
+LIVE_START_MS = 1_795_899_600_000
+
+
+def settings_for(bootstrap: str, topics: dict[str, str], **sections: dict[str, Any]) -> Settings:
+    overrides: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"test-{uuid.uuid4().hex[:8]}"},
+        "topics": topics,
+        "consumer": {"batch_wait_ms": 100},
+        "delivery": {"checkpoint_interval_s": 1.0},
+        "metrics": {"enabled": False},
+    }
+    overrides.update(sections)
+    return load_settings(env={}, overrides=overrides)
+
+
+def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) -> TrainedModel:
+    """A PCA model on normal history of the same simulated plant."""
+    sim = PlantSimulator(
+        SimConfig(
+            n_assets=n_assets,
+            period_ms=period_ms,
+            start_ms=LIVE_START_MS - int(hours * 3_600_000),
+            duration_s=hours * 3600,
+            seed=1,
+            plant_seed=PLANT_SEED,
+        )
+    )
+    chunk = sim.generate()
+    # (T, A, S) -> per asset contiguous rows
+    values = chunk.values.transpose(1, 0, 2).reshape(-1, chunk.values.shape[2])
+    per = chunk.values.shape[0]
+    segments = [(a * per, (a + 1) * per) for a in range(n_assets)]
+    from stream.simulator import SIGNALS
+
+    return train_model(values, SIGNALS, segments=segments, scorer="pca", window=32)
+
+
+@contextmanager
+def running_monitor(
+    settings: Settings, model: TrainedModel, metrics: Metrics | None = None
+) -> Iterator[RunLoop]:
+    """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
+    loop = RunLoop(settings, model, metrics or Metrics.create())
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+        if errors:
+            raise errors[0]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    idle_s: float = 3.0,
+    timeout_s: float = 60.0,
+) -> list[Any]:
+    """Every message of ``topic`` from the start (until ``expect`` are read, or idle)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": "false",
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    last = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if expect is not None and len(out) >= expect:
+                break
+            if expect is None and out and time.monotonic() - last > idle_s:
+                break
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error() is None:
+                    out.append(msg)
+                    last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def decode_json(value: bytes | None) -> Any:
+    return msgspec.json.decode(value or b"null")
