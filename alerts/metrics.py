@@ -276,7 +276,12 @@ class Metrics:
             for key, part in partitions.items():
                 if not isinstance(part, dict):
                     continue
-                lag = part.get("consumer_lag", -1)
+                # The lag behind what the monitor has processed (offsets it stored after
+                # each batch); committed offsets trail it by up to a checkpoint interval,
+                # and in exactly-once mode librdkafka never sees the transactional commits.
+                lag = part.get("consumer_lag_stored", -1)
+                if not isinstance(lag, int) or lag < 0:
+                    lag = part.get("consumer_lag", -1)
                 partition = part.get("partition", key)
                 if str(partition) == "-1" or not isinstance(lag, int) or lag < 0:
                     continue

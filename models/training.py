@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ import numpy.typing as npt
 
 from models.artifact import TrainedModel
 from models.protocol import FloatArray, Normalizer, Scorer
-from models.registry import DEFAULT_SCORER, create_scorer
+from models.registry import DEFAULT_SCORER, create_scorer, scorer_class
 
 # Fewer validation windows than this make a poor threshold start; training windows (a
 # little optimistic, but plentiful) are used instead and the metadata says so.
 MIN_CALIBRATION_WINDOWS = 100
+#: A deep scorer trains on at most about this many windows (see ``train_stride``).
+MAX_TRAIN_WINDOWS = 20_000
 # Calibration and score summaries use at most this many windows, spread evenly in time,
 # so that a long history neither takes long to score nor bloats model.json.
 MAX_CALIBRATION_WINDOWS = 10_000
@@ -299,6 +302,15 @@ def train_model(
             }
         )
 
+    # Long histories: a deep model trains on every k-th window so that one fit sees at most
+    # MAX_TRAIN_WINDOWS (neighbouring windows share all but one reading, so little is lost,
+    # and a day of 1 s readings from a few pumps otherwise takes tens of minutes on a CPU).
+    if (
+        "train_stride" not in hyper
+        and n_train_windows > MAX_TRAIN_WINDOWS
+        and "train_stride" in inspect.signature(scorer_class(scorer)).parameters
+    ):
+        hyper = {**hyper, "train_stride": math.ceil(n_train_windows / MAX_TRAIN_WINDOWS)}
     model = create_scorer(scorer, n_signals, window, **hyper)
     if progress is not None and _accepts_progress(model.fit):
         fit_fn: Callable[..., dict[str, Any]] = model.fit

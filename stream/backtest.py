@@ -56,11 +56,7 @@ def split_per_asset(
     mask = np.zeros(len(table), dtype=bool)
     for start, end in table.segments():
         n = end - start
-        k = (
-            train_rows
-            if train_rows is not None
-            else math.floor(n * float(train_fraction or 0))
-        )
+        k = train_rows if train_rows is not None else math.floor(n * float(train_fraction or 0))
         mask[start : start + min(max(k, 0), n)] = True
     return mask
 

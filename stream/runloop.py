@@ -12,12 +12,17 @@ So offsets never pass an undelivered alert, and the committed offsets always mat
 committed state: after a crash the monitor replays from the last checkpoint with the state
 of that checkpoint, and re-sends the same alerts with the same ``alert_id`` (at-least-once;
 a consumer drops duplicates by id).
+
+With ``delivery.mode = "exactly_once"`` each batch is one Kafka transaction instead: dead
+letters, alert events, the state of the batch's assets and the consumer offsets commit
+together or not at all, so a ``read_committed`` consumer sees every alert exactly once.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -105,7 +110,13 @@ class RunLoop:
             },
         )
         self.metrics.set_model(self.monitor.model.name, self.monitor.model.version)
-        self._publisher = AlertPublisher(s.kafka.client_config(), s.topics.alerts)
+        self._publisher = AlertPublisher(
+            s.kafka.client_config(),
+            s.topics.alerts,
+            transactional_id=self._transactional_id() if self.exactly_once else None,
+        )
+        if self.exactly_once:
+            self._publisher.init_transactions(s.delivery.flush_timeout_s)
         decoder = ReadingDecoder(
             allowed_signals=self.model.signals, max_message_bytes=s.consumer.max_message_bytes
         )
@@ -145,10 +156,25 @@ class RunLoop:
 
     # -- one batch ------------------------------------------------------------------------
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.settings.delivery.mode == "exactly_once"
+
+    def _transactional_id(self) -> str:
+        """Stable across restarts of this process, unique among the group's processes."""
+        configured = self.settings.delivery.transactional_id
+        if configured:
+            return configured
+        return f"plantwatch-{self.settings.kafka.group_id}-{socket.gethostname()}"
+
     def step(self) -> None:
         if self._source is None or self._publisher is None:
             raise RuntimeError("RunLoop.step() called before run()")
         batch = self._source.poll_batch()
+        if self.exactly_once:
+            if batch.messages:
+                self._step_transaction(batch)
+            return
         if batch.messages:
             self._restore_new_assets(batch)
             route_rejected(batch.rejected, self.settings.topics.dlq, self._publisher.produce)
@@ -160,6 +186,7 @@ class RunLoop:
             self._observe(batch, outcome)
             self._dirty.update(r.asset for r in batch.readings)
             self._uncommitted.next_offsets.update(batch.next_offsets)
+            self._source.store(batch)
             if self.on_batch is not None:
                 self.on_batch(outcome, self.stats)
         if (
@@ -167,6 +194,44 @@ class RunLoop:
             >= self.settings.delivery.checkpoint_interval_s
         ):
             self.checkpoint()
+
+    def _step_transaction(self, batch: Batch) -> None:
+        """Exactly-once: dead letters, alerts, state and offsets commit together, or not at all."""
+        if self._source is None or self._publisher is None:
+            return
+        publisher = self._publisher
+        publisher.begin_transaction()
+        try:
+            self._restore_new_assets(batch)
+            route_rejected(batch.rejected, self.settings.topics.dlq, publisher.produce)
+            outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
+            publisher.publish(outcome.events)
+            self._publish_drift(outcome)
+            for asset in sorted({r.asset for r in batch.readings}):
+                snap = self.monitor.snapshot_asset(asset)
+                if snap is not None:
+                    publisher.produce(
+                        self.settings.topics.state, asset.encode(), encode_state(snap)
+                    )
+            publisher.send_offsets_to_transaction(
+                batch.commit_offsets(),
+                self._source.group_metadata(),
+                self.settings.delivery.flush_timeout_s,
+            )
+            report = publisher.commit_transaction(self.settings.delivery.flush_timeout_s)
+        except Exception:
+            # Nothing of this batch is visible to read_committed consumers; the process
+            # exits and a restart replays the batch from the committed state and offsets.
+            publisher.abort_transaction(self.settings.delivery.flush_timeout_s)
+            self.metrics.commits.labels(result="error").inc()
+            raise
+        self.metrics.count_deliveries(report.delivered)
+        self.metrics.commits.labels(result="ok").inc()
+        self._source.store(batch)
+        self._note_swap(outcome)
+        self._observe(batch, outcome)
+        if self.on_batch is not None:
+            self.on_batch(outcome, self.stats)
 
     def _publish_drift(self, outcome: Outcome) -> None:
         if not outcome.drift or self._publisher is None:
@@ -230,8 +295,11 @@ class RunLoop:
         self.metrics.count_deliveries(report.delivered)
 
     def checkpoint(self) -> None:
-        """Write the state of changed assets, flush, then commit offsets (in this order)."""
-        if self._source is None or self._publisher is None:
+        """Write the state of changed assets, flush, then commit offsets (in this order).
+
+        In exactly-once mode every batch's transaction already did all three.
+        """
+        if self._source is None or self._publisher is None or self.exactly_once:
             return
         for asset in sorted(self._dirty):
             snap = self.monitor.snapshot_asset(asset)

@@ -180,6 +180,12 @@ class SensorSource:
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
 
+    def store(self, batch: Batch) -> None:
+        """Record locally how far processing got (for lag statistics; commits nothing)."""
+        offsets = batch.commit_offsets()
+        if offsets:
+            self._consumer.store_offsets(offsets=offsets)
+
     def group_metadata(self) -> Any:
         """For exactly-once: the consumer's group metadata to send with a transaction."""
         return self._consumer.consumer_group_metadata()

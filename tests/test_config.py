@@ -117,3 +117,15 @@ def test_settings_sections_mirror_the_config_classes(section: str, config_class:
         if key in own or (section, key) in differs:
             continue
         assert value == defaults[key], f"{section}.{key}: settings {value} != {defaults[key]}"
+
+
+def test_shipped_example_config_loads_and_states_every_default() -> None:
+    import msgspec
+
+    path = Path(__file__).resolve().parents[1] / "deploy" / "plantwatch.toml"
+    assert load_settings(path, env={}) == load_settings(env={})
+    text = path.read_text()
+    for section, values in msgspec.structs.asdict(load_settings(env={})).items():
+        assert f"[{section}]" in text
+        for key in msgspec.structs.asdict(values) if not isinstance(values, dict) else values:
+            assert key in text, f"{section}.{key} is not documented in deploy/plantwatch.toml"

@@ -56,7 +56,10 @@ def scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:
     return samples
 
 
-def test_faults_alerted_control_quiet_metrics_complete(kafka_bootstrap: str, new_topic) -> None:
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
+def test_faults_alerted_control_quiet_metrics_complete(
+    kafka_bootstrap: str, new_topic, mode: str
+) -> None:
     n_assets, duration_s = 4, 2400
     sim = PlantSimulator(
         SimConfig(
@@ -90,6 +93,7 @@ def test_faults_alerted_control_quiet_metrics_complete(kafka_bootstrap: str, new
             # librdkafka statistics (consumer lag) every second instead of every 5 s.
             "properties": {"statistics.interval.ms": "1000"},
         },
+        delivery={"mode": mode, "checkpoint_interval_s": 1.0},
     )
     metrics = Metrics.create()
     server = start_http_server(metrics, "127.0.0.1", 0)
