@@ -67,6 +67,7 @@ _STATE = "broker.json"
 _PID = "broker.pid"
 _HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?[^"]*"')
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _DOWNLOADED = re.compile(r"Downloaded from \S+: \S+ \((\d+(?:\.\d+)?) (B|kB|KB|MB|GB)")
 
 ProgressFn = Callable[[str], None]
@@ -273,8 +274,10 @@ def _run_maven(mvn: str, build: Path, out: Path, progress: ProgressFn | None) ->
     try:
         if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives a stream
             raise BrokerError("could not read Maven's output")
-        for line in proc.stdout:
-            line = line.rstrip()
+        for raw in proc.stdout:
+            line = _ANSI.sub("", raw).rstrip()
+            if not line:
+                continue
             tail.append(line)
             match = _DOWNLOADED.search(line)
             if match:
@@ -807,11 +810,12 @@ class LocalBroker:
             log.info("broker of %s already runs (pid %d) at %s", self.data_dir, running, bootstrap)
             return bootstrap
         self._clear_state()
-        java = find_java(self._env)
-        libs = self.ensure_artifacts(progress)
+        # Cheap checks first, so a taken port is reported before a long first download.
         controller_port = self.controller_port or free_port()
         self._check_port(self.port, "broker")
         self._check_port(controller_port, "controller")
+        java = find_java(self._env)
+        libs = self.ensure_artifacts(progress)
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
