@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test unit lint demo bench clean broker
+.PHONY: install test unit lint demo bench clean broker tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -19,6 +19,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# promtool checks the Prometheus rules (tests/test_deploy_files.py). Taken from Debian's
+# prometheus package without installing it (no service is started); best effort: without
+# it those two tests are skipped with the reason shown.
+PROMTOOL := $(VENV)/tools/usr/bin/promtool
+$(PROMTOOL): | $(STAMP)
+	@if command -v promtool >/dev/null 2>&1; then ln -sf "$$(command -v promtool)" $(BIN)/promtool; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	  mkdir -p $(VENV)/tools/deb && cd $(VENV)/tools/deb && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } && \
+	  dpkg-deb -x prometheus_*.deb .. && rm -f prometheus_*.deb && \
+	  ln -sf $(CURDIR)/$(PROMTOOL) $(CURDIR)/$(BIN)/promtool && echo "promtool: $(PROMTOOL)" || \
+	  echo "promtool could not be fetched; the promtool checks will be skipped"; \
+	fi
+
+tools: $(PROMTOOL)
+
 lint: $(STAMP)
 	$(BIN)/ruff check stream models alerts tests bench
 	$(BIN)/mypy
@@ -26,7 +43,8 @@ lint: $(STAMP)
 # Starts a real Kafka broker itself (KAFKA_BOOTSTRAP_SERVERS, a Docker engine, or
 # `plantwatch broker` from Maven Central), so it needs nothing running beforehand.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	-@$(MAKE) --no-print-directory tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m 'not integration and not slow' $(PYTEST_ARGS)
