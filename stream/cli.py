@@ -7,9 +7,11 @@ Heavy imports (torch, the models) happen inside the command that needs them, so
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from stream.config import ConfigError, Settings, load_settings
 
@@ -48,91 +50,85 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-def _broker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import broker
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: where its arguments and handler live, and whether it reads settings.
 
-    p = sub.add_parser(
+    ``module`` is imported only when the parser is built, and names modules that import
+    nothing heavy at load time; torch and the models load inside the handlers.
+    """
+
+    name: str
+    help: str
+    module: str
+    add_arguments: str
+    handler: str
+    uses_settings: bool = True
+
+
+COMMANDS = (
+    Command(
         "broker",
-        help="start/stop a local single-node Kafka (KRaft) without Docker",
-        description=(broker.__doc__ or "").strip().splitlines()[0] if broker.__doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    broker.add_arguments(p)
-    p.set_defaults(handler=lambda a: broker.run(a))
-
-
-def _simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import simulator
-
-    p = sub.add_parser(
-        "simulate",
-        help="produce realistic plant data with labelled faults, to Kafka or a file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(p)
-    simulator.add_arguments(p)
-    p.set_defaults(handler=lambda a: simulator.run(a, settings_from_args(a)))
-
-
-def _train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import commands
-
-    p = sub.add_parser(
-        "train",
-        help="fit a scorer on normal history (CSV/Parquet) and write a model artifact",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands.add_train_arguments(p)
-    p.set_defaults(handler=commands.train)
-
-
-def _run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import commands
-
-    p = sub.add_parser(
+        "start/stop a local single-node Kafka (KRaft) without Docker",
+        "stream.broker",
+        "add_arguments",
         "run",
-        help="the monitor: consume, score, alert, export metrics",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(p)
-    commands.add_run_arguments(p)
-    p.set_defaults(handler=lambda a: commands.run(a, settings_from_args(a)))
-
-
-def _backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import commands
-
-    p = sub.add_parser(
+        uses_settings=False,
+    ),
+    Command(
+        "simulate",
+        "produce realistic plant data with labelled faults, to Kafka or a file",
+        "stream.simulator",
+        "add_arguments",
+        "run",
+    ),
+    Command(
+        "train",
+        "fit a scorer on normal history (CSV/Parquet) and write a model artifact",
+        "stream.commands",
+        "add_train_arguments",
+        "train",
+        uses_settings=False,
+    ),
+    Command(
+        "run",
+        "the monitor: consume, score, alert, export metrics",
+        "stream.commands",
+        "add_run_arguments",
+        "run",
+    ),
+    Command(
         "backtest",
-        help="replay a file through the streaming logic; scores, metrics and a plot",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(p)
-    commands.add_backtest_arguments(p)
-    p.set_defaults(handler=lambda a: commands.backtest(a, settings_from_args(a)))
-
-
-def _demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from stream import demo
-
-    p = sub.add_parser(
+        "replay a file through the streaming logic; scores, metrics and a plot",
+        "stream.commands",
+        "add_backtest_arguments",
+        "backtest",
+    ),
+    Command(
         "demo",
-        help="everything wired together on one machine: broker, simulator, training, monitor",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(p)
-    demo.add_arguments(p)
-    p.set_defaults(handler=lambda a: demo.run(a, settings_from_args(a)))
-
-
-COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
-    _broker,
-    _simulate,
-    _train,
-    _run,
-    _backtest,
-    _demo,
+        "everything wired together on one machine: broker, simulator, training, monitor",
+        "stream.demo",
+        "add_arguments",
+        "run",
+    ),
 )
+
+
+def _add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], command: Command
+) -> None:
+    module = importlib.import_module(command.module)
+    p = sub.add_parser(
+        command.name, help=command.help, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    if command.uses_settings:
+        _add_common(p)
+    getattr(module, command.add_arguments)(p)
+    handler: Callable[..., int] = getattr(module, command.handler)
+    if command.uses_settings:
+        p.set_defaults(handler=lambda a: handler(a, settings_from_args(a)))
+    else:
+        p.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in COMMANDS:
-        add(sub)
+    for command in COMMANDS:
+        _add_command(sub, command)
     return parser
 
 
