@@ -315,6 +315,7 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
         progress=_progress_line("backtest"),
     )
     write_results(result, args.out)
+    _warn_undecided(result, settings)
     summary: dict[str, Any] = {
         "input": str(args.input),
         "model": {"name": result.model.name, "version": result.model.version}
@@ -349,6 +350,22 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
         + (f"; report {args.report}" if args.report else "")
     )
     return 0
+
+
+def _warn_undecided(result: Any, settings: Settings) -> None:
+    """Say so when many rows got no verdict, and which setting decides that."""
+    undecided = ~np.isfinite(result.thresholds)
+    share = float(undecided.mean()) if undecided.size else 0.0
+    if share <= 0.05:
+        return
+    calibration = len(result.model.calibration_scores) if result.model is not None else 0
+    print(
+        f"warning: {share:.0%} of rows got no decision (no finite threshold yet). The "
+        f"threshold waits for threshold.grace={settings.threshold.grace} scores and the model "
+        f"brought {calibration} calibration scores; train on more rows, or lower the grace "
+        "(e.g. PLANTWATCH_THRESHOLD__GRACE=0 with PLANTWATCH_THRESHOLD__KIND=fixed)",
+        file=sys.stderr,
+    )
 
 
 def _fmt(value: Any) -> str:
