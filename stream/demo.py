@@ -120,13 +120,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"broker ready at {address}")
     try:
-        return _demo(args, settings, work)
+        summary = _demo(args, settings, work)
     finally:
         if started_broker and not args.keep_broker:
             subprocess.run(_cli("broker", "stop"), check=False)
+    # Last, after the broker's own goodbye: scripts read this line.
+    print(summary)
+    return 0
 
 
-def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> int:
+def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
+    """Steps 2 to 5; returns the summary line."""
     from alerts.metrics import Metrics, start_http_server
     from models.training import train_model
     from stream.runloop import RunLoop
@@ -273,11 +277,10 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> int:
     (work / "alerts.jsonl").write_bytes(b"\n".join(msgspec.json.encode(e) for e in events) + b"\n")
     for line in report.lines:
         print(line)
-    print(
+    return (
         f"summary: faults={report.faults} detected={report.detected} "
         f"false_alerts={report.false_alerts} median_delay_s={report.median_delay_s}"
     )
-    return 0
 
 
 class LiveView:
