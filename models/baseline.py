@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.protocol import FloatArray
+from models.protocol import FloatArray, contribution_shares
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -293,11 +293,7 @@ class PCAScorer:
         # gets the largest share (Cauchy-Schwarz on the positive semi-definite Phi).
         phi_x = x @ self._phi
         rbc = phi_x * phi_x / self._phi_diag
-        contrib = rbc.mean(axis=1)
-        total = contrib.sum(axis=-1, keepdims=True)
-        uniform = np.full_like(contrib, 1.0 / self.n_signals)
-        shares = np.divide(contrib, total, out=uniform, where=total > 0)
-        return scores.astype(np.float32), shares.astype(np.float32)
+        return scores.astype(np.float32), contribution_shares(rbc.mean(axis=1))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -590,10 +586,7 @@ class HalfSpaceTreesScorer:
         scores = self._score_features(feats)
         dev = np.abs(feats - self._center) / self._spread
         per_signal = dev.reshape(feats.shape[0], -1, self.n_signals).sum(axis=1)
-        total = per_signal.sum(axis=1, keepdims=True)
-        uniform = np.full_like(per_signal, 1.0 / self.n_signals)
-        shares = np.divide(per_signal, total, out=uniform, where=total > 0)
-        return scores.astype(np.float32), shares.astype(np.float32)
+        return scores.astype(np.float32), contribution_shares(per_signal)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -64,7 +64,7 @@ from models.deep_modules import (
     LSTMForecaster,
     LSTMForecasterConfig,
 )
-from models.protocol import FloatArray
+from models.protocol import FloatArray, contribution_shares
 
 Progress = Callable[[dict[str, float]], None]
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -299,11 +299,7 @@ def scale_errors(errors: FloatArray, error_scale: FloatArray) -> tuple[FloatArra
     """Per-signal errors (B, S) → (scores (B,), contributions (B, S) with rows summing to 1)."""
     scaled = (errors / error_scale).astype(np.float32)
     scores = scaled.mean(axis=1, dtype=np.float32)
-    total = scaled.sum(axis=1, keepdims=True, dtype=np.float32)
-    uniform = np.float32(1.0 / errors.shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        contributions = np.where(total > 0, scaled / total, uniform).astype(np.float32)
-    return scores.astype(np.float32), contributions
+    return scores.astype(np.float32), contribution_shares(scaled)
 
 
 def _error_scale_from(errors: FloatArray) -> FloatArray:

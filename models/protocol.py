@@ -59,6 +59,22 @@ class Normalizer:
         )
 
 
+def contribution_shares(per_signal: npt.ArrayLike) -> FloatArray:
+    """Each signal's share of a window's score: rows (B, S) of non-negative parts summing to 1.
+
+    A row whose parts are all zero (a perfect reconstruction) is shared out evenly, so every
+    scorer returns contributions of the same shape and meaning.
+
+    >>> contribution_shares([[3.0, 1.0], [0.0, 0.0]]).tolist()
+    [[0.75, 0.25], [0.5, 0.5]]
+    """
+    parts = np.asarray(per_signal, dtype=np.float64)
+    total = parts.sum(axis=1, keepdims=True)
+    uniform = np.full_like(parts, 1.0 / parts.shape[1])
+    shares: FloatArray = np.divide(parts, total, out=uniform, where=total > 0).astype(np.float32)
+    return shares
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """Judges windows of normalised readings.
