@@ -153,7 +153,7 @@ class ReadingDecoder:
             )
         try:
             wire = self._decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             return _classify(raw)
         return self._check(wire.asset, wire.ts, wire.values)
 
@@ -184,6 +184,9 @@ def _classify(raw: bytes) -> Rejection:
     """Slow path, only for messages the typed decoder refused: say exactly why."""
     try:
         obj: Any = msgspec.json.decode(raw)
+    except UnicodeDecodeError as exc:
+        # Invalid UTF-8 inside a JSON string is raised as this, not as a DecodeError.
+        return Rejection(Reason.NOT_JSON, f"not UTF-8: {exc}"[:200])
     except msgspec.DecodeError as exc:
         text = raw[:4096].decode("utf-8", errors="replace")
         if any(tok in text for tok in ("NaN", "Infinity")) or "out of range" in str(exc):

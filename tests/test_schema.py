@@ -71,6 +71,8 @@ def test_null_value_is_missing_not_rejected() -> None:
     [
         (b"not json", Reason.NOT_JSON),
         (b"\xff\xfe", Reason.NOT_JSON),
+        (b'"\x80"', Reason.NOT_JSON),  # invalid UTF-8 inside a string (found by hypothesis)
+        (b'{"asset": "\x80", "ts": 1795899600123, "values": {}}', Reason.NOT_JSON),
         (None, Reason.NOT_JSON),
         (b"[1, 2]", Reason.NOT_OBJECT),
         (b'"text"', Reason.NOT_OBJECT),
