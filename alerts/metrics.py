@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _prometheus_http_server
 
 from alerts.events import AlertEvent
-from stream.schema import Reason
+from common.reasons import Reason
 
 #: Model time per scored batch: 100 µs .. 5 s.
 SCORE_BUCKETS_S = (

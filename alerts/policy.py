@@ -56,7 +56,7 @@ from typing import Any, Literal
 import msgspec
 
 from alerts.events import SEVERITY_NAMES, AlertEvent, EventKind, ModelRef, TopSignal
-from stream.schema import format_ts
+from common.timestamps import format_ts
 
 SNAPSHOT_VERSION = 1
 

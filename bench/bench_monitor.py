@@ -17,7 +17,7 @@ import torch
 
 from models.training import train_model
 from stream.config import load_settings
-from stream.pipeline import Monitor
+from plantwatch.monitor import Monitor
 from stream.schema import SensorReading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
 

@@ -13,7 +13,7 @@ draw (same simulator seed); they differ only in the normal changes the second on
 
 Each scorer is trained once on the history (``models.training.train_model``, labels unused)
 and each (scorer, threshold kind) pair replays the test file through
-:func:`stream.backtest.replay`: the windows, scorer, threshold and alert policy of
+:func:`plantwatch.backtest.replay`: the windows, scorer, threshold and alert policy of
 ``plantwatch run`` (each asset's first ``window - 1`` readings only fill its window). Labels
 (the file's ``fault`` column) only evaluate. A row counts as predicted while an alert is open
 (what an operator is told).
@@ -58,7 +58,7 @@ from models.artifact import TrainedModel
 from models.evaluation import evaluate
 from models.registry import SCORERS
 from models.training import train_model
-from stream.backtest import BacktestResult, replay
+from plantwatch.backtest import BacktestResult, replay
 from stream.config import load_settings
 from stream.files import Table, read_table
 from stream.simulator import (

@@ -10,7 +10,7 @@ column), predicted changepoints being both edges of each predicted run, as SKAB'
 derive them.
 
 Per file and scorer, a model is trained on the first 400 rows (labels unused) and the test
-rows are replayed through :class:`stream.pipeline.Monitor` (windows, scorer, threshold, alert
+rows are replayed through :class:`plantwatch.monitor.Monitor` (windows, scorer, threshold, alert
 policy: what ``plantwatch run`` does), after a warm-up with the last ``window - 1`` training
 rows so the first test row has a full window. Labels only evaluate. ``--decision alert``
 predicts "anomalous" for rows inside an open alert (what an operator is told);
@@ -44,7 +44,7 @@ from models.artifact import TrainedModel
 from models.evaluation import Metric, auc_roc, evaluate
 from models.registry import SCORERS
 from models.training import windows_from_segments
-from stream.backtest import replay, train_in_file
+from plantwatch.backtest import replay, train_in_file
 from stream.config import Settings, load_settings
 from stream.files import Table, read_table
 

@@ -14,33 +14,17 @@ bad message can never stop the consumer (it goes to the dead-letter topic instea
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-#: Readings before this instant are refused: an epoch in seconds sent where
-#: milliseconds are expected lands in January 1970 and would poison every window.
-MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_TS_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+from common.reasons import Reason
+from common.timestamps import format_ts, parse_ts
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
-
-
-class Reason(enum.StrEnum):
-    """Why a message went to the dead-letter topic (also the ``result`` metric label)."""
-
-    NOT_JSON = "not_json"
-    NOT_OBJECT = "not_object"
-    MISSING_FIELD = "missing_field"
-    EMPTY_ASSET = "empty_asset"
-    BAD_TIMESTAMP = "bad_timestamp"
-    NON_NUMERIC_VALUE = "non_numeric_value"
-    NON_FINITE_VALUE = "non_finite_value"
-    OVERSIZE = "oversize"
-    UNKNOWN_SIGNAL = "unknown_signal"
 
 
 class SensorReading(msgspec.Struct, frozen=True):
@@ -62,54 +46,6 @@ class _Wire(msgspec.Struct):
     asset: str
     ts: datetime | int | float
     values: dict[str, float | None]
-
-
-def format_ts(ts_ms: int) -> str:
-    """RFC 3339 in UTC with milliseconds, as the DESIGN's examples write it.
-
-    >>> format_ts(1795899600123)
-    '2026-11-28T21:00:00.123Z'
-    """
-    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
-
-
-def parse_ts(value: object) -> int:
-    """RFC 3339 text or epoch milliseconds to epoch milliseconds; ``ValueError`` if neither.
-
-    A time without an offset is taken as UTC.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a timestamp")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        dt = datetime.fromisoformat(text)
-        return _datetime_ms(dt)
-    if isinstance(value, datetime):
-        return _datetime_ms(value)
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("timestamp is not finite")
-        ms = round(value)
-        if not MIN_TS_MS <= ms < MAX_TS_MS:
-            raise ValueError(
-                f"epoch {value} is outside 2000..3000 in milliseconds (was it sent in seconds?)"
-            )
-        return ms
-    raise ValueError(
-        f"timestamp must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}"
-    )
-
-
-def _datetime_ms(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    ms = round(dt.timestamp() * 1000)
-    if not MIN_TS_MS <= ms < MAX_TS_MS:
-        raise ValueError(f"timestamp {dt.isoformat()} is outside 2000..3000")
-    return ms
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -12,9 +12,7 @@ signal order. Each reading is normalised once, on arrival. Cleaning rules, each 
   join two separate runs of the machine.
 
 >>> import numpy as np
->>> from models.protocol import Normalizer
->>> norm = Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))
->>> w = AssetWindow(("a", "b"), window=2, stride=1, normalizer=norm)
+>>> w = AssetWindow(("a", "b"), window=2, stride=1, mean=np.zeros(2), scale=np.ones(2))
 >>> w.push(1_000, {"a": 1.0, "b": 2.0}), w.push(2_000, {"a": 3.0, "b": None})
 (<Push.WARMING_UP: 'warming_up'>, <Push.READY: 'ready'>)
 >>> w.window().tolist()
@@ -30,8 +28,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from models.protocol import Normalizer
 
 SNAPSHOT_VERSION = 1
 
@@ -61,7 +57,8 @@ class AssetWindow:
         "gap_resets",
         "last_ts_ms",
         "max_gap_ms",
-        "normalizer",
+        "mean",
+        "scale",
         "signals",
         "stale_limit",
         "stride",
@@ -74,7 +71,8 @@ class AssetWindow:
         *,
         window: int,
         stride: int,
-        normalizer: Normalizer,
+        mean: npt.ArrayLike,
+        scale: npt.ArrayLike,
         stale_limit: int = 5,
         max_gap_ms: int = 60_000,
     ) -> None:
@@ -84,7 +82,9 @@ class AssetWindow:
         self._index = {name: i for i, name in enumerate(signals)}
         self.window_size = window
         self.stride = stride
-        self.normalizer = normalizer
+        # The model's normaliser, as plain arrays: this room knows nothing of models.
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(len(signals))
+        self.scale = np.asarray(scale, dtype=np.float32).reshape(len(signals))
         self.stale_limit = stale_limit
         self.max_gap_ms = max_gap_ms
         n = len(signals)
@@ -128,7 +128,7 @@ class AssetWindow:
             # starts filling again after it.
             self.reset()
             return Push.MISSING
-        normed = (row - self.normalizer.mean) / self.normalizer.scale
+        normed = (row - self.mean) / self.scale
         self._buf[self._pos] = normed
         self._buf[self._pos + self.window_size] = normed
         self._pos = (self._pos + 1) % self.window_size

@@ -16,7 +16,7 @@ from alerts.metrics import Metrics
 from models.artifact import TrainedModel
 from models.training import train_model
 from stream.config import Settings, load_settings
-from stream.runloop import RunLoop
+from plantwatch.runloop import RunLoop
 from stream.simulator import PlantSimulator, SimConfig
 
 PLANT_SEED = 21

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.events import SCHEMA, AlertEvent, ModelRef, TopSignal, decode_event, encode_event
-from stream.schema import format_ts
+from common.timestamps import format_ts
 
 DESIGN_FIELDS = [
     "schema",

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from alerts.events import AlertEvent, decode_event, encode_event
 from alerts.policy import AlertConfig, AlertPolicy, Decision, alert_id_for
-from stream.schema import format_ts, parse_ts
+from common.timestamps import format_ts, parse_ts
 
 T0 = 1_795_899_600_000  # 2026-11-28T21:00:00Z
 NOW = T0 + 3_600_000

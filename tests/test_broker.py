@@ -295,7 +295,7 @@ def test_log_excerpt_shows_errors_not_the_config_dump(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", "broker", *args],
+        [sys.executable, "-m", "plantwatch.cli", "broker", *args],
         capture_output=True,
         text=True,
         timeout=240,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pytest
 
-from stream.cli import build_parser, main
-from stream.commands import DEFAULT_SCORER_NAME, SCORER_NAMES
+from plantwatch.cli import build_parser, main
+from plantwatch.commands import DEFAULT_SCORER_NAME, SCORER_NAMES
 
 
 def test_scorer_names_match_the_registry() -> None:
@@ -34,7 +34,7 @@ def test_every_command_has_help_with_examples(
 
 def test_help_does_not_import_torch() -> None:
     code = (
-        "import sys; from stream.cli import build_parser; build_parser(); "
+        "import sys; from plantwatch.cli import build_parser; build_parser(); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
+from plantwatch.cli import build_parser
 from stream.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.events import AlertEvent, ModelRef
 from alerts.metrics import Metrics, start_http_server
-from stream.schema import Reason
+from common.reasons import Reason
 
 DESIGN_SERIES = [
     "plantwatch_messages_total",

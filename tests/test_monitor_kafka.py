@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.events import SCHEMA, decode_event
 from alerts.metrics import Metrics, start_http_server
-from stream.schema import parse_ts
+from common.timestamps import parse_ts
 from stream.simulator import PlantSimulator, SimConfig, produce
 from tests.kafka_helpers import (
     LIVE_START_MS,

@@ -8,7 +8,7 @@ import pytest
 from models.artifact import TrainedModel
 from models.training import train_model
 from stream.config import load_settings
-from stream.pipeline import Monitor
+from plantwatch.monitor import Monitor
 from stream.schema import SensorReading
 
 T0 = 1_795_899_600_000
@@ -133,6 +133,6 @@ def test_out_of_order_within_batch_is_reordered(model: TrainedModel) -> None:
 
 
 def _ms(text: str) -> int:
-    from stream.schema import parse_ts
+    from common.timestamps import parse_ts
 
     return parse_ts(text)

@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.schema import (
-    MIN_TS_MS,
-    ReadingDecoder,
-    Reason,
-    Rejection,
-    SensorReading,
-    encode_reading,
-    format_ts,
-    parse_ts,
-)
+from common.reasons import Reason
+from common.timestamps import MIN_TS_MS, format_ts, parse_ts
+from stream.schema import ReadingDecoder, Rejection, SensorReading, encode_reading
 
 DEC = ReadingDecoder()
 TS = 1_795_899_600_123  # 2026-11-28T21:00:00.123Z

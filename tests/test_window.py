@@ -6,15 +6,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.protocol import Normalizer
 from stream.window import AssetWindow, Push
 
 SIGNALS = ("a", "b")
-NORM = Normalizer(np.array([1.0, 10.0], np.float32), np.array([2.0, 5.0], np.float32))
+MEAN = np.array([1.0, 10.0], np.float32)
+SCALE = np.array([2.0, 5.0], np.float32)
 
 
 def make(window: int = 3, stride: int = 1, **kw: int) -> AssetWindow:
-    return AssetWindow(SIGNALS, window=window, stride=stride, normalizer=NORM, **kw)
+    return AssetWindow(SIGNALS, window=window, stride=stride, mean=MEAN, scale=SCALE, **kw)
 
 
 def test_normalises_once_and_keeps_order() -> None:

@@ -36,8 +36,9 @@ from alerts.metrics import Metrics
 from alerts.publisher import AlertPublisher, DeliveryError
 from models.artifact import TrainedModel
 from stream.config import Settings
-from stream.pipeline import Monitor, Outcome
-from stream.schema import ReadingDecoder, format_ts
+from plantwatch.monitor import Monitor, Outcome
+from common.timestamps import format_ts
+from stream.schema import ReadingDecoder
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
 

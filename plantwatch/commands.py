@@ -245,7 +245,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import REGISTRY
 
     from alerts.metrics import Metrics, start_http_server
-    from stream.runloop import RunLoop
+    from plantwatch.runloop import RunLoop
 
     settings = _with_run_overrides(args, settings)
     if settings.model.torch_threads:
@@ -295,7 +295,7 @@ def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
 
 def backtest(args: argparse.Namespace, settings: Settings) -> int:
     from models.evaluation import auc_roc, evaluate
-    from stream.backtest import backtest_table
+    from plantwatch.backtest import backtest_table
 
     model = load_model(args.model) if args.model else None
     table = _read(args)
@@ -383,7 +383,7 @@ def write_results(result: Any, path: str) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from stream.schema import format_ts
+    from common.timestamps import format_ts
 
     columns: dict[str, Any] = {"timestamp": [format_ts(int(t)) for t in result.ts_ms.tolist()]}
     if result.assets is not None:

@@ -279,7 +279,8 @@ class Monitor:
                 self.model.signals,
                 window=self.model.window,
                 stride=ws.stride,
-                normalizer=self.model.normalizer,
+                mean=self.model.normalizer.mean,
+                scale=self.model.normalizer.scale,
                 stale_limit=ws.stale_limit,
                 max_gap_ms=ws.max_gap_ms,
             )

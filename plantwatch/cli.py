@@ -85,7 +85,7 @@ COMMANDS = (
     Command(
         "train",
         "fit a scorer on normal history (CSV/Parquet) and write a model artifact",
-        "stream.commands",
+        "plantwatch.commands",
         "add_train_arguments",
         "train",
         uses_settings=False,
@@ -93,21 +93,21 @@ COMMANDS = (
     Command(
         "run",
         "the monitor: consume, score, alert, export metrics",
-        "stream.commands",
+        "plantwatch.commands",
         "add_run_arguments",
         "run",
     ),
     Command(
         "backtest",
         "replay a file through the streaming logic; scores, metrics and a plot",
-        "stream.commands",
+        "plantwatch.commands",
         "add_backtest_arguments",
         "backtest",
     ),
     Command(
         "demo",
         "everything wired together on one machine: broker, simulator, training, monitor",
-        "stream.demo",
+        "plantwatch.demo",
         "add_arguments",
         "run",
     ),

@@ -1,6 +1,6 @@
 """Replay a table of readings through exactly the streaming code, and score the result.
 
-The replay feeds :class:`stream.pipeline.Monitor` — the same windows, scorer, thresholds and
+The replay feeds :class:`plantwatch.monitor.Monitor` — the same windows, scorer, thresholds and
 alert policy as ``plantwatch run`` — in batches of ``batch_rows`` rows in time order.
 No label is ever given to the monitor: labels are used only afterwards, to evaluate.
 """
@@ -20,7 +20,7 @@ from models.artifact import TrainedModel
 from models.training import train_model
 from stream.config import Settings
 from stream.files import Table
-from stream.pipeline import Monitor
+from plantwatch.monitor import Monitor
 from stream.schema import SensorReading
 
 Progress = Callable[[int, int], None]

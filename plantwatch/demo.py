@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream.config import Settings
 from stream.files import read_table
-from stream.schema import parse_ts
+from common.timestamps import parse_ts
 
 log = logging.getLogger("plantwatch.demo")
 
@@ -74,7 +74,7 @@ class Fault:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream.cli", *args]
+    return [sys.executable, "-m", "plantwatch.cli", *args]
 
 
 def _broker_answers(settings: Settings, timeout_s: float = 3.0) -> bool:
@@ -133,7 +133,7 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     """Steps 2 to 5; returns the summary line."""
     from alerts.metrics import Metrics, start_http_server
     from models.training import train_model
-    from stream.runloop import RunLoop
+    from plantwatch.runloop import RunLoop
 
     bootstrap = settings.kafka.bootstrap_servers
     run_id = uuid.uuid4().hex[:8]
@@ -429,6 +429,6 @@ def summarise(faults: list[Fault], events: list[Any]) -> Report:
 
 
 def _iso(ms: int) -> str:
-    from stream.schema import format_ts
+    from common.timestamps import format_ts
 
     return format_ts(ms)

@@ -1,0 +1,26 @@
+"""Reason codes for messages that cannot be used.
+
+Each names why a message went to the dead-letter topic (the ``plantwatch.reason`` header)
+and is a value of the ``result`` label of ``plantwatch_messages_total``.
+
+>>> Reason("not_json") is Reason.NOT_JSON
+True
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Why a message went to the dead-letter topic (also the ``result`` metric label)."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    EMPTY_ASSET = "empty_asset"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NON_NUMERIC_VALUE = "non_numeric_value"
+    NON_FINITE_VALUE = "non_finite_value"
+    OVERSIZE = "oversize"
+    UNKNOWN_SIGNAL = "unknown_signal"
