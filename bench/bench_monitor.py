@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from models.training import train_model
-from stream.config import load_settings
 from plantwatch.monitor import Monitor
+from stream.config import load_settings
 from stream.schema import SensorReading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
 

@@ -18,9 +18,9 @@ import numpy.typing as npt
 from alerts.events import AlertEvent
 from models.artifact import TrainedModel
 from models.training import train_model
+from plantwatch.monitor import Monitor
 from stream.config import Settings
 from stream.files import Table
-from plantwatch.monitor import Monitor
 from stream.schema import SensorReading
 
 Progress = Callable[[int, int], None]

@@ -30,9 +30,9 @@ import msgspec
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from common.timestamps import parse_ts
 from stream.config import Settings
 from stream.files import read_table
-from common.timestamps import parse_ts
 
 log = logging.getLogger("plantwatch.demo")
 

@@ -34,10 +34,10 @@ from confluent_kafka import TopicPartition
 from alerts.events import DRIFT_SCHEMA, DriftNotice, ModelRef, encode_drift
 from alerts.metrics import Metrics
 from alerts.publisher import AlertPublisher, DeliveryError
-from models.artifact import TrainedModel
-from stream.config import Settings
-from plantwatch.monitor import Monitor, Outcome
 from common.timestamps import format_ts
+from models.artifact import TrainedModel
+from plantwatch.monitor import Monitor, Outcome
+from stream.config import Settings
 from stream.schema import ReadingDecoder
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states

@@ -15,8 +15,8 @@ from confluent_kafka import Consumer
 from alerts.metrics import Metrics
 from models.artifact import TrainedModel
 from models.training import train_model
-from stream.config import Settings, load_settings
 from plantwatch.runloop import RunLoop
+from stream.config import Settings, load_settings
 from stream.simulator import PlantSimulator, SimConfig
 
 PLANT_SEED = 21

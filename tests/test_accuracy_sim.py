@@ -1,6 +1,7 @@
 """Accuracy on the simulator's labelled faults, through the command line a person uses.
 
-Both tests run ``plantwatch simulate``, ``train`` and ``backtest --report`` (``plantwatch.cli.main``)
+Both tests run ``plantwatch simulate``, ``train`` and ``backtest --report``
+(``plantwatch.cli.main``)
 on one seeded plant (``--plant-seed 7``): 24 h of normal history from 5 pumps, then an 8 h test
 run on the next day of the same plant with 16 faults (every kind) on 4 pumps and one control
 pump that gets none. Each test compares two figures measured in the same run on the same data,

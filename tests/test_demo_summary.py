@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from alerts.events import AlertEvent, ModelRef
-from plantwatch.demo import Fault, summarise
 from common.timestamps import format_ts
+from plantwatch.demo import Fault, summarise
 
 T0 = 1_795_899_600_000
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from models.online import OnlineConfig, OnlineLearner
 from models.training import train_model
-from stream.config import load_settings
 from plantwatch.monitor import Monitor
+from stream.config import load_settings
 from stream.schema import SensorReading
 
 T0 = 1_795_899_600_000
