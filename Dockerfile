@@ -14,9 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY stream ./stream
 COPY models ./models
 COPY alerts ./alerts
+COPY plantwatch ./plantwatch
 RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} . \
     && useradd --create-home --uid 10001 plantwatch \
     && mkdir -p /models /data \

@@ -36,9 +36,12 @@ $(PROMTOOL): | $(STAMP)
 
 tools: $(PROMTOOL)
 
+# ruff, mypy --strict, and import-linter's layer contracts (pyproject.toml: plantwatch on
+# top, the rooms stream/models/alerts independent, common at the bottom).
 lint: $(STAMP)
-	$(BIN)/ruff check stream models alerts tests bench
+	$(BIN)/ruff check common stream models alerts plantwatch tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Starts a real Kafka broker itself (KAFKA_BOOTSTRAP_SERVERS, a Docker engine, or
 # `plantwatch broker` from Maven Central), so it needs nothing running beforehand.

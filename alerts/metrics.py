@@ -25,12 +25,14 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _prometheus_http_server
 
 from alerts.events import AlertEvent
+from common.config import Config
 from common.reasons import Reason
 
 #: Model time per scored batch: 100 µs .. 5 s.
@@ -47,6 +49,17 @@ E2E_BUCKETS_S = (
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 DEFAULT_PORT = 9108
+
+
+class MetricsSettings(Config, frozen=True, kw_only=True):
+    """Where ``/metrics`` is served, and how many assets get their own series."""
+
+    enabled: bool = True
+    #: Loopback by default: exposing metrics beyond this host is a deliberate choice.
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = DEFAULT_PORT
+    #: Assets with their own ``plantwatch_anomaly_score``/``plantwatch_threshold`` series.
+    max_asset_series: Annotated[int, msgspec.Meta(ge=0)] = 50
 
 
 @dataclass(frozen=True)

@@ -51,11 +51,12 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from alerts.events import SEVERITY_NAMES, AlertEvent, EventKind, ModelRef, TopSignal
+from common.config import Config
 from common.timestamps import format_ts
 
 SNAPSHOT_VERSION = 1
@@ -97,35 +98,28 @@ class Decision:
             )
 
 
-@dataclass(frozen=True)
-class AlertConfig:
-    """Debounce, hysteresis and rate limits of the alert policy (see the module docstring)."""
+class AlertConfig(Config, frozen=True, kw_only=True):
+    """Debounce, hysteresis and rate limits of the alert policy (see the module docstring).
 
-    k: int = 3
-    n: int = 5
-    m: int = 10
-    cooldown_ms: int = 60_000
-    update_every_ms: int = 30_000
-    update_min_rise: float = 0.2
-    critical_ratio: float = 2.0
-    top_signals: int = 3
+    Ranges are checked when a configuration is loaded (``msgspec.convert``); the one
+    cross-field rule, ``k <= n``, is checked on construction too.
+    """
+
+    #: Open after ``k`` of the last ``n`` windows are anomalous.
+    k: Annotated[int, msgspec.Meta(ge=1)] = 3
+    n: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: Resolve after ``m`` normal windows in a row.
+    m: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: No new alert for an asset this soon (reading time) after one resolved.
+    cooldown_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    update_every_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
+    update_min_rise: Annotated[float, msgspec.Meta(ge=0)] = 0.2
+    critical_ratio: Annotated[float, msgspec.Meta(gt=1)] = 2.0
+    top_signals: Annotated[int, msgspec.Meta(ge=1)] = 3
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"alert policy needs 1 <= k <= n, got k={self.k} n={self.n}")
-        if self.m < 1:
-            raise ValueError(f"alert policy needs m >= 1 normal windows to resolve, got {self.m}")
-        if self.cooldown_ms < 0 or self.update_every_ms < 0:
-            raise ValueError(
-                "cooldown_ms and update_every_ms must be >= 0, "
-                f"got {self.cooldown_ms} and {self.update_every_ms}"
-            )
-        if not (math.isfinite(self.update_min_rise) and self.update_min_rise >= 0):
-            raise ValueError(f"update_min_rise must be a fraction >= 0, got {self.update_min_rise}")
-        if not (math.isfinite(self.critical_ratio) and self.critical_ratio > 1):
-            raise ValueError(f"critical_ratio must be > 1, got {self.critical_ratio}")
-        if self.top_signals < 1:
-            raise ValueError(f"top_signals must be >= 1, got {self.top_signals}")
+        if self.k > self.n:
+            raise ValueError(f"alert policy needs k <= n, got k={self.k} n={self.n}")
 
 
 def alert_id_for(asset: str, model_name: str, started_at_ms: int) -> str:

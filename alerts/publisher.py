@@ -11,102 +11,40 @@ Optionally transactional (``transactional_id`` given): the run loop then calls
 produce, :meth:`send_offsets_to_transaction`, :meth:`commit_transaction` (or
 :meth:`abort_transaction` on an error whose ``txn_requires_abort()`` is true).
 
-The producer configuration is never logged or put in an error message: it may hold
-SASL passwords or key material.
+The accounting itself (bounded wait on a full queue, delivery reports, flush) is
+:class:`common.delivery.TrackedProducer`, the one delivery loop the simulator uses too; this
+module adds the durability settings, the alert topic and transactions. The producer
+configuration is never logged or put in an error message: it may hold SASL passwords or
+key material.
 
 Not thread-safe: one thread produces, flushes and handles transactions.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from alerts.events import SCHEMA, AlertEvent, encode_event
+from common import delivery
+from common.delivery import DeliveryFailure, DeliveryReport, Headers, TrackedProducer
 
-logger = logging.getLogger(__name__)
+__all__ = ["AlertPublisher", "DeliveryError", "DeliveryFailure", "DeliveryReport"]
 
 _TRUE = {"true", "1", "yes", "on"}
-#: How many failures a DeliveryError's message spells out (all are in ``.failures``).
-_LISTED_FAILURES = 5
-
-Headers = Sequence[tuple[str, str | bytes | None]]
 
 
-@dataclass(frozen=True)
-class DeliveryFailure:
-    """A message the broker did not take: where it was going and librdkafka's reason."""
-
-    topic: str
-    partition: int | None
-    key: str | None
-    error: str
-    code: str
-    retriable: bool
-    fatal: bool
-
-    def describe(self) -> str:
-        where = self.topic if self.partition is None else f"{self.topic}[{self.partition}]"
-        key = f" key {self.key!r}" if self.key is not None else ""
-        return f"{where}{key}: {self.error} ({self.code})"
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    """Messages confirmed by the broker since the previous flush, in all and per topic."""
-
-    delivered: int
-    by_topic: Mapping[str, int]
-
-
-class DeliveryError(RuntimeError):
+class DeliveryError(delivery.DeliveryError):
     """Some output of the batch did not reach the broker: do not commit offsets.
 
     ``failures`` lists every failed message; ``undelivered`` counts those with no delivery
     report yet when the flush timed out; ``delivered`` counts the successful ones.
     """
 
-    def __init__(
-        self,
-        failures: Sequence[DeliveryFailure],
-        *,
-        undelivered: int,
-        delivered: int,
-        fatal_error: str | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
-        self.failures = tuple(failures)
-        self.undelivered = undelivered
-        self.delivered = delivered
-        self.fatal_error = fatal_error
-        parts: list[str] = []
-        if fatal_error is not None:
-            parts.append(
-                f"the producer hit a fatal error ({fatal_error}) and cannot continue; "
-                "restart the monitor (it resumes from the last committed offsets)"
-            )
-        if self.failures:
-            listed = "; ".join(f.describe() for f in self.failures[:_LISTED_FAILURES])
-            more = len(self.failures) - _LISTED_FAILURES
-            suffix = f"; and {more} more" if more > 0 else ""
-            parts.append(f"{len(self.failures)} message(s) failed: {listed}{suffix}")
-        if undelivered:
-            waited = f" after {timeout_s:g} s" if timeout_s is not None else ""
-            parts.append(
-                f"{undelivered} message(s) still undelivered{waited} "
-                "(is the broker reachable? see the client's connection errors)"
-            )
-        total = len(self.failures) + undelivered + delivered
-        super().__init__(
-            f"{len(self.failures) + undelivered} of {total} produced message(s) not delivered: "
-            + "; ".join(parts)
-            + ". Offsets for this batch must not be committed."
-        )
+    fatal_advice = "restart the monitor (it resumes from the last committed offsets)"
+    consequence = "Offsets for this batch must not be committed."
 
 
 class AlertPublisher:
@@ -136,22 +74,18 @@ class AlertPublisher:
             if not transactional_id:
                 raise ValueError("transactional_id is empty; give a stable id per process")
             config["transactional.id"] = transactional_id
-        config["error_cb"] = self._on_error
         self.topic = topic
         self.transactional = transactional_id is not None
-        self._queue_full_timeout_s = queue_full_timeout_s
-        self._producer = Producer(config)
-        self._pending = 0
-        self._delivered: dict[str, int] = {}
-        self._failures: list[DeliveryFailure] = []
-        self._fatal_error: str | None = None
+        self._out = TrackedProducer(
+            config, queue_full_timeout_s=queue_full_timeout_s, error_type=DeliveryError
+        )
 
     # -- producing ------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
         """Messages produced whose delivery report has not arrived yet."""
-        return self._pending
+        return self._out.pending
 
     def publish(self, events: Iterable[AlertEvent]) -> int:
         """Produce each event to the alert topic, keyed by asset; returns how many."""
@@ -182,40 +116,8 @@ class AlertPublisher:
         flush names every failure together. A full local queue is waited out (serving
         delivery reports) for up to ``queue_full_timeout_s``.
         """
-        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
-        if headers:
-            kwargs["headers"] = list(headers)
-        if timestamp_ms is not None:
-            kwargs["timestamp"] = timestamp_ms
-        deadline = time.monotonic() + self._queue_full_timeout_s
-        while True:
-            try:
-                self._producer.produce(topic, value, key, **kwargs)
-            except BufferError:
-                if time.monotonic() >= deadline:
-                    self._failures.append(
-                        _failure(
-                            topic,
-                            None,
-                            key,
-                            f"local producer queue stayed full for {self._queue_full_timeout_s:g}"
-                            " s (queue.buffering.max.messages); the broker is not keeping up",
-                            "_QUEUE_FULL",
-                        )
-                    )
-                    return
-                self._producer.poll(0.1)
-                continue
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is not None:
-                    self._failures.append(_from_kafka_error(topic, None, key, err))
-                else:
-                    self._failures.append(_failure(topic, None, key, str(exc), "UNKNOWN"))
-                return
-            break
-        self._pending += 1
-        self._producer.poll(0)
+        self._out.produce(topic, key, value, headers, timestamp_ms=timestamp_ms)
+        self._out.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> DeliveryReport:
         """Wait for every delivery report since the last flush; raise if any is missing or bad.
@@ -223,18 +125,7 @@ class AlertPublisher:
         Accounting restarts after each call, raised or not. Messages still undelivered at a
         timeout stay in flight: their eventual reports count toward the next flush.
         """
-        self._producer.flush(timeout_s)
-        failures, self._failures = self._failures, []
-        delivered, self._delivered = self._delivered, {}
-        if failures or self._pending or self._fatal_error is not None:
-            raise DeliveryError(
-                failures,
-                undelivered=self._pending,
-                delivered=sum(delivered.values()),
-                fatal_error=self._fatal_error,
-                timeout_s=timeout_s,
-            )
-        return DeliveryReport(delivered=sum(delivered.values()), by_topic=delivered)
+        return self._out.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Give in-flight messages up to ``timeout_s`` to be delivered, then close the client.
@@ -242,11 +133,7 @@ class AlertPublisher:
         Does not raise for undelivered messages: shutdown happens after the last commit, and
         anything produced since is reprocessed from the uncommitted offsets on restart.
         """
-        self._producer.flush(timeout_s)
-        # Producer.close() exists only in newer confluent-kafka; older ones close on release.
-        close = getattr(self._producer, "close", None)
-        if close is not None:
-            close()
+        self._out.close(timeout_s)
 
     def __enter__(self) -> AlertPublisher:
         return self
@@ -259,18 +146,18 @@ class AlertPublisher:
     def init_transactions(self, timeout_s: float = 30.0) -> None:
         """Register the transactional id with the coordinator (once, before the first batch)."""
         self._require_transactional("init_transactions")
-        self._producer.init_transactions(timeout_s)
+        self._out.producer.init_transactions(timeout_s)
 
     def begin_transaction(self) -> None:
         self._require_transactional("begin_transaction")
-        self._producer.begin_transaction()
+        self._out.producer.begin_transaction()
 
     def send_offsets_to_transaction(
         self, positions: Sequence[TopicPartition], group_metadata: object, timeout_s: float = 30.0
     ) -> None:
         """Make the consumer's positions (next offsets to read) part of this transaction."""
         self._require_transactional("send_offsets_to_transaction")
-        self._producer.send_offsets_to_transaction(list(positions), group_metadata, timeout_s)
+        self._out.producer.send_offsets_to_transaction(list(positions), group_metadata, timeout_s)
 
     def commit_transaction(self, timeout_s: float = 30.0) -> DeliveryReport:
         """Check every delivery (raising :class:`DeliveryError`), then commit the transaction.
@@ -280,17 +167,14 @@ class AlertPublisher:
         """
         self._require_transactional("commit_transaction")
         report = self.flush(timeout_s)
-        self._producer.commit_transaction(timeout_s)
+        self._out.producer.commit_transaction(timeout_s)
         return report
 
     def abort_transaction(self, timeout_s: float = 30.0) -> None:
         """Abort: outputs of the transaction are discarded and accounting starts afresh."""
         self._require_transactional("abort_transaction")
-        self._producer.abort_transaction(timeout_s)
-        self._producer.poll(0)
-        self._pending = 0
-        self._failures = []
-        self._delivered = {}
+        self._out.producer.abort_transaction(timeout_s)
+        self._out.discard()
 
     def _require_transactional(self, method: str) -> None:
         if not self.transactional:
@@ -298,25 +182,6 @@ class AlertPublisher:
                 f"{method}() needs a transactional publisher; create AlertPublisher with "
                 "transactional_id=... (exactly-once mode)"
             )
-
-    # -- librdkafka callbacks (served from poll/flush on the producing thread) -------------
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        self._pending -= 1
-        topic = msg.topic() or "?"
-        if err is None:
-            self._delivered[topic] = self._delivered.get(topic, 0) + 1
-        else:
-            partition = msg.partition()
-            known = partition if isinstance(partition, int) and partition >= 0 else None
-            self._failures.append(_from_kafka_error(topic, known, msg.key(), err))
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._fatal_error = f"{err.str()} ({err.name()})"
-            logger.error("Kafka producer fatal error: %s (%s)", err.str(), err.name())
-        else:
-            logger.warning("Kafka producer error: %s (%s)", err.str(), err.name())
 
 
 def _require_durable(config: Mapping[str, Any]) -> None:
@@ -333,31 +198,3 @@ def _require_durable(config: Mapping[str, Any]) -> None:
             f"acks={acks} would let the broker lose acknowledged alerts; plantwatch needs "
             "acks=all; remove that setting"
         )
-
-
-def _key_text(key: str | bytes | None) -> str | None:
-    if key is None:
-        return None
-    if isinstance(key, bytes):
-        return key.decode("utf-8", errors="replace")
-    return key
-
-
-def _failure(
-    topic: str, partition: int | None, key: str | bytes | None, error: str, code: str
-) -> DeliveryFailure:
-    return DeliveryFailure(topic, partition, _key_text(key), error, code, False, False)
-
-
-def _from_kafka_error(
-    topic: str, partition: int | None, key: str | bytes | None, err: KafkaError
-) -> DeliveryFailure:
-    return DeliveryFailure(
-        topic=topic,
-        partition=partition,
-        key=_key_text(key),
-        error=err.str(),
-        code=err.name(),
-        retriable=bool(err.retriable()),
-        fatal=bool(err.fatal()),
-    )

@@ -17,7 +17,7 @@ import torch
 
 from models.training import train_model
 from plantwatch.monitor import Monitor
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 from stream.schema import SensorReading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
 

@@ -59,7 +59,7 @@ from models.evaluation import evaluate
 from models.registry import SCORERS
 from models.training import train_model
 from plantwatch.backtest import BacktestResult, replay
-from stream.config import load_settings
+from plantwatch.settings import ConfigError, load_settings, parse_sets
 from stream.files import Table, read_table
 from stream.simulator import (
     DEFAULT_START_MS,
@@ -253,34 +253,6 @@ def _print_tables(rows: Sequence[Row], scenarios: dict[str, str], q: float) -> N
             print(f"| {r.scorer} | {r.threshold} | " + " | ".join(cells) + " |")
 
 
-def _value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["threshold.q=1e-3", "alert.k=5"]`` → ``{"threshold": {"q": 0.001}, "alert": {"k": 5}}``.
-
-    >>> parse_overrides(["threshold.q=1e-3", "alert.k=5", "alert.n=10"])
-    {'threshold': {'q': 0.001}, 'alert': {'k': 5, 'n': 10}}
-    """
-    tree: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise SystemExit(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. threshold.q=1e-3")
-        tree.setdefault(parts[0], {})[parts[1]] = _value(raw.strip())
-    return tree
-
-
 def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in valid]
@@ -355,7 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "faults+changes": "the same faults, plus one set-point step and one slow sensor "
         "drift on every pump (control included), labelled normal",
     }
-    overrides = parse_overrides(args.set)
+    try:
+        overrides = parse_sets(args.set)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from exc
     settings_by_kind = {
         kind: load_settings(
             env={},

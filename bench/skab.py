@@ -45,7 +45,7 @@ from models.evaluation import Metric, auc_roc, evaluate
 from models.registry import SCORERS
 from models.training import windows_from_segments
 from plantwatch.backtest import replay, train_in_file
-from stream.config import Settings, load_settings
+from plantwatch.settings import Settings, load_settings
 from stream.files import Table, read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,23 +321,6 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def parse_settings_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["threshold.q=1e-3", "alert.k=2"]`` → ``{"threshold": {"q": 0.001}, "alert": ...}``."""
-    tree: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) < 2 or not all(parts):
-            raise ValueError(
-                f"--set {item!r}: write SECTION.KEY=VALUE, e.g. threshold.q=1e-3 or alert.k=2"
-            )
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(raw.strip())
-    return tree
-
-
 def parse_hyper(items: Sequence[str], scorers: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["epochs=10", "pca:tail=8"]`` → per-scorer keyword hyper-parameters.
 
@@ -464,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown scorers {unknown}; choose from {sorted(SCORERS)}", file=sys.stderr)
         return 2
     try:
-        settings = load_settings(env={}, overrides=parse_settings_overrides(args.overrides))
+        settings = load_settings(env={}, sets=args.overrides)
         hyper = parse_hyper(args.hyper, scorers)
         paths = skab_files(args.data, args.files)
     except (ValueError, FileNotFoundError) as exc:

@@ -51,11 +51,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from common.config import Config
 
 SNAPSHOT_VERSION = 1
 
@@ -66,8 +69,7 @@ _SMALL_BATCH = 32
 Direction = Literal["up", "down"]
 
 
-@dataclass(frozen=True)
-class DriftConfig:
+class DriftConfig(Config, frozen=True, kw_only=True):
     """Page-Hinkley settings, in units of the warm-up's (long-run) standard deviation.
 
     ``delta`` is the shift tolerated without detection, ``threshold`` the test's λ,
@@ -76,47 +78,32 @@ class DriftConfig:
     standard deviation (in the watched value's units; 1e-3 of the training spread for
     normalised signals), ``recent`` the scores over which the anomalous fraction is taken,
     ``max_anomalous_fraction`` the highest fraction at which a detection is still drift.
+
+    Ranges are checked when msgspec converts values into a config (:meth:`validated`,
+    ``msgspec.convert``, the settings loader), not by calling the class; the cross-field
+    rule (``warmup >= 2 * blocks``) is checked either way.
+
+    >>> DriftConfig.validated(blocks=1)
+    Traceback (most recent call last):
+    ...
+    msgspec.ValidationError: Expected `int` >= 2 - at `$.blocks`
     """
 
-    delta: float = 0.5
-    threshold: float = 50.0
+    delta: Annotated[float, msgspec.Meta(ge=0.0)] = 0.5
+    threshold: Annotated[float, msgspec.Meta(gt=0.0)] = 50.0
     warmup: int = 500
-    blocks: int = 10
-    min_std: float = 1e-3
-    recent: int = 200
-    max_anomalous_fraction: float = 0.05
+    blocks: Annotated[int, msgspec.Meta(ge=2)] = 10
+    min_std: Annotated[float, msgspec.Meta(gt=0.0)] = 1e-3
+    recent: Annotated[int, msgspec.Meta(ge=1)] = 200
+    max_anomalous_fraction: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.05
 
     def __post_init__(self) -> None:
-        if not self.delta >= 0.0:
-            raise ValueError(f"delta must be >= 0 standard deviations; got {self.delta}")
-        if not self.threshold > 0.0:
-            raise ValueError(f"threshold must be > 0 standard deviations; got {self.threshold}")
-        if self.blocks < 2:
-            raise ValueError(f"blocks must be >= 2; got {self.blocks}")
+        # The one cross-field rule; every single-field range is a constraint above.
         if self.warmup < 2 * self.blocks:
             raise ValueError(
                 f"warmup ({self.warmup}) must hold at least two values per block "
                 f"(blocks={self.blocks}); raise warmup or lower blocks"
             )
-        if not self.min_std > 0.0:
-            raise ValueError(f"min_std must be > 0; got {self.min_std}")
-        if self.recent < 1:
-            raise ValueError(f"recent must be >= 1 score; got {self.recent}")
-        if not 0.0 <= self.max_anomalous_fraction <= 1.0:
-            raise ValueError(
-                f"max_anomalous_fraction must be in [0, 1]; got {self.max_anomalous_fraction}"
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> DriftConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown drift config keys {unknown}; known keys: {sorted(names)}")
-        return cls(**dict(obj))
 
 
 @dataclass(frozen=True)
@@ -306,7 +293,7 @@ class DriftMonitor:
     def __init__(self, signals: Sequence[str] = (), config: DriftConfig | None = None) -> None:
         if len(set(signals)) != len(signals):
             raise ValueError(f"signal names must be unique; got {list(signals)}")
-        self.config = config if config is not None else DriftConfig()
+        self.config = config.checked() if config is not None else DriftConfig()
         self.signals = tuple(signals)
         self.n_seen = 0
         self._score_test = PageHinkley(self.config)

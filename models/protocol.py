@@ -5,18 +5,23 @@ consumed batch, across all assets, and makes one ``score_batch`` call.
 
 Windows handed to a scorer are already normalised with the scorer's own
 ``Normalizer`` (the stream state normalises each reading once, when it arrives).
+
+Online learning (:mod:`models.online`) needs more than scoring: a scorer that offers it
+also follows the optional capability :class:`OnlineLearning` (copy, fine-tune, judge
+held-out windows), so the learner never asks which class a scorer is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
+ErrorArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -107,3 +112,38 @@ class Scorer(Protocol):
     def from_state(
         cls, config: Mapping[str, Any], tensors: Mapping[str, npt.NDArray[Any]]
     ) -> Scorer: ...
+
+
+@runtime_checkable
+class OnlineLearning(Protocol):
+    """The optional capability online learning needs: copy, fine-tune, held-out error.
+
+    ``copy`` gives an independent scorer through the same export and import that artifacts
+    use (``get_config`` + ``state_tensors`` → ``from_state``, never pickled), keeping the
+    running process's own choices (device, inference options). ``fine_tune`` continues
+    learning from recent normal windows (batch, window, signals) *in place* (the learner
+    fine-tunes a copy) and returns JSON-able metrics; a scorer without an optimiser may
+    ignore ``epochs``, ``lr_scale`` and ``seed``. ``window_errors`` gives one held-out error
+    per window (lower is better) on a scale two models of the same class share, which a
+    score is not when each model scales it by its own training data; ``pooled_error``
+    folds those into one positive number, so that the ratio of two models' pooled errors
+    says which fits the held-out windows better.
+
+    A scorer whose score two models cannot compare (Half-Space Trees) leaves this out.
+    Methods only, so ``issubclass`` works on registered classes.
+    """
+
+    def copy(self) -> Self: ...
+
+    def fine_tune(
+        self, windows: FloatArray, *, epochs: int, lr_scale: float, seed: int
+    ) -> dict[str, Any]: ...
+
+    def window_errors(self, windows: FloatArray) -> ErrorArray: ...
+
+    def pooled_error(self, window_errors: ErrorArray) -> float: ...
+
+
+@runtime_checkable
+class OnlineScorer(Scorer, OnlineLearning, Protocol):
+    """A :class:`Scorer` with the :class:`OnlineLearning` capability."""

@@ -7,36 +7,65 @@ entry in :data:`SCORERS`, never a new branch elsewhere.
 ['conv-ae', 'lstm-ae', 'lstm-forecaster', 'pca', 'river-hst']
 >>> create_scorer("pca", n_signals=3, window=16).name
 'pca'
+>>> online_scorers()
+('conv-ae', 'lstm-ae', 'lstm-forecaster', 'pca')
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy.typing as npt
 
-from models.baseline import HalfSpaceTreesScorer, PCAScorer
-from models.deep import ConvAutoencoderScorer, LSTMAutoencoderScorer, LSTMForecasterScorer
-from models.protocol import Scorer
+from models.protocol import OnlineLearning, Scorer
 
-SCORERS: Mapping[str, type[Scorer]] = MappingProxyType(
-    {
-        cls.name: cls
-        for cls in (
-            PCAScorer,
-            HalfSpaceTreesScorer,
-            LSTMAutoencoderScorer,
-            LSTMForecasterScorer,
-            ConvAutoencoderScorer,
-        )
-    }
-)
+#: Where each scorer lives. Classes are imported when first asked for, so that reading
+#: settings or ``plantwatch --help`` never pays for importing torch.
+_LOCATIONS: dict[str, str] = {
+    "pca": "models.baseline:PCAScorer",
+    "river-hst": "models.baseline:HalfSpaceTreesScorer",
+    "lstm-ae": "models.deep:LSTMAutoencoderScorer",
+    "lstm-forecaster": "models.deep:LSTMForecasterScorer",
+    "conv-ae": "models.deep:ConvAutoencoderScorer",
+}
+
+
+class _Registry(Mapping[str, type[Scorer]]):
+    """A read-only name → class mapping that imports each class on first use."""
+
+    def __init__(self, locations: Mapping[str, str]) -> None:
+        self._locations = dict(locations)
+        self._loaded: dict[str, type[Scorer]] = {}
+
+    def __getitem__(self, name: str) -> type[Scorer]:
+        cls = self._loaded.get(name)
+        if cls is None:
+            module, _, attr = self._locations[name].partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+            if getattr(cls, "name", None) != name:
+                raise TypeError(f"{self._locations[name]} is registered as {name!r}")
+            self._loaded[name] = cls
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._locations)
+
+    def __len__(self) -> int:
+        return len(self._locations)
+
+
+SCORERS: Mapping[str, type[Scorer]] = _Registry(_LOCATIONS)
 
 # The robust default for ``plantwatch train``/``run``; switched to the best deep model once
 # the SKAB benchmark says which one that is.
 DEFAULT_SCORER = "pca"
+
+
+def online_scorers() -> tuple[str, ...]:
+    """Names of the registered scorers with the online-learning capability, sorted."""
+    return tuple(sorted(name for name, cls in SCORERS.items() if issubclass(cls, OnlineLearning)))
 
 
 def scorer_class(name: str) -> type[Scorer]:

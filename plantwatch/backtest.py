@@ -8,7 +8,6 @@ No label is ever given to the monitor: labels are used only afterwards, to evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +15,13 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.events import AlertEvent
+from common.progress import Progress
 from models.artifact import TrainedModel
 from models.training import train_model
 from plantwatch.monitor import Monitor
-from stream.config import Settings
+from plantwatch.settings import Settings
 from stream.files import Table
 from stream.schema import SensorReading
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -145,7 +143,10 @@ def replay(
             severity[t] = scored.severity[j]
             top_signal[t] = model.signals[int(np.argmax(scored.contributions[j]))]
         if progress is not None:
-            progress(min(start + batch_rows, len(feed)), len(feed))
+            progress.total = len(feed)
+            progress.update(min(start + batch_rows, len(feed)))
+    if progress is not None:
+        progress.close()
     return BacktestResult(
         rows=rows,
         ts_ms=view.ts_ms[rows],

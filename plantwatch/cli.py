@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stream.config import ConfigError, Settings, load_settings
+from plantwatch.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("plantwatch")
 
@@ -28,13 +28,23 @@ a first session, on one machine:
 or all of it at once: plantwatch demo
 
 configuration: --config FILE (TOML/YAML), then PLANTWATCH_* variables
-(PLANTWATCH_KAFKA__BOOTSTRAP_SERVERS, PLANTWATCH_METRICS__PORT, ...), then flags.
+(PLANTWATCH_KAFKA__BOOTSTRAP_SERVERS, PLANTWATCH_METRICS__PORT, ...), then
+--set section.key=value (any setting, e.g. --set threshold.q=1e-5), then flags.
 Kafka client properties pass through: PLANTWATCH_KAFKA_PROP_SECURITY_PROTOCOL=SASL_SSL.
+Every setting with its default: deploy/plantwatch.toml.
 """
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="settings file (.toml or .yaml)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="one setting over the file and the environment, e.g. --set alert.k=2 (repeatable)",
+    )
     parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
@@ -43,11 +53,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from ``--config``, the environment and ``--bootstrap-servers``."""
+    """Settings from ``--config``, the environment, ``--set`` and ``--bootstrap-servers``."""
     overrides: dict[str, dict[str, object]] = {}
     if getattr(args, "bootstrap_servers", None):
         overrides["kafka"] = {"bootstrap_servers": args.bootstrap_servers}
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+    return load_settings(
+        getattr(args, "config", None), overrides=overrides, sets=getattr(args, "sets", ())
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ COMMANDS = (
     Command(
         "simulate",
         "produce realistic plant data with labelled faults, to Kafka or a file",
-        "stream.simulator",
+        "plantwatch.simulate",
         "add_arguments",
         "run",
     ),
@@ -88,7 +100,6 @@ COMMANDS = (
         "plantwatch.commands",
         "add_train_arguments",
         "train",
-        uses_settings=False,
     ),
     Command(
         "run",

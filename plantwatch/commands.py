@@ -11,13 +11,14 @@ import json
 import logging
 import math
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.config import Settings
+from common.progress import Progress
+from plantwatch.settings import Settings, with_overrides
 from stream.files import FileFormatError, Table, read_table
 
 log = logging.getLogger("plantwatch")
@@ -54,18 +55,15 @@ severity, top_signal, and label when --labels is given. Labels are used only to 
 """
 
 
-def _progress_line(prefix: str) -> Any:
-    last = [0.0]
-    tty = sys.stderr.isatty()
+def training_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
+    """Training's progress events (one per epoch of a deep model) as lines on ``bar``."""
 
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < (0.2 if tty else 5.0):
-            return
-        last[0] = now
-        pct = 100.0 * done / max(total, 1)
-        end = "\r" if tty and done < total else "\n"
-        print(f"{prefix}: {done:,}/{total:,} rows ({pct:.0f}%)", end=end, file=sys.stderr)
+    def show(event: dict[str, Any]) -> None:
+        if "epoch" in event:
+            val = event.get("val_loss")
+            val_text = f"  val_loss {val:.5f}" if isinstance(val, float) else ""
+            loss = float(event.get("loss", math.nan))
+            bar.note(f"epoch {int(event['epoch']):>3}  loss {loss:.5f}{val_text}")
 
     return show
 
@@ -135,16 +133,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=0.2,
         help="last part of each series held out for early stopping and calibration",
     )
-    p.add_argument(
-        "--max-gap-ms",
-        type=int,
-        default=60_000,
-        help="a longer gap splits the history: no window spans it (default 60000)",
-    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, settings: Settings) -> int:
     from models.training import train_model
 
     table = _read(args)
@@ -161,24 +153,14 @@ def train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
-    def progress(event: dict[str, Any]) -> None:
-        if "epoch" in event:
-            val = event.get("val_loss")
-            val_text = f" val_loss {val:.5f}" if isinstance(val, float) else ""
-            print(
-                f"  epoch {int(event['epoch']):>3}  loss {float(event.get('loss', math.nan)):.5f}"
-                + val_text,
-                file=sys.stderr,
-            )
-
     model = train_model(
         table.values,
         table.signals,
-        segments=table.segments(max_gap_ms=args.max_gap_ms),
+        segments=table.segments(max_gap_ms=settings.window.max_gap_ms),
         exclude=exclude,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
-        progress=progress,
+        progress=training_progress(Progress("train")),
         data_summary={
             "source": str(args.input),
             "rows": len(table),
@@ -210,21 +192,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _with_run_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    import msgspec
-
-    changes: dict[str, Any] = {}
+    """The run flags as settings, validated by the same loader as the file."""
+    changes: dict[str, dict[str, Any]] = {}
     if args.group_id:
-        changes["kafka"] = msgspec.structs.replace(settings.kafka, group_id=args.group_id)
-    metrics: dict[str, Any] = {}
+        changes["kafka"] = {"group_id": args.group_id}
     if args.metrics_host:
-        metrics["host"] = args.metrics_host
+        changes.setdefault("metrics", {})["host"] = args.metrics_host
     if args.metrics_port is not None:
-        metrics["port"] = args.metrics_port
-    if metrics:
-        changes["metrics"] = msgspec.structs.replace(settings.metrics, **metrics)
+        changes.setdefault("metrics", {})["port"] = args.metrics_port
     if args.model:
-        changes["model"] = msgspec.structs.replace(settings.model, path=args.model)
-    return msgspec.structs.replace(settings, **changes) if changes else settings
+        changes["model"] = {"path": args.model}
+    return with_overrides(settings, changes) if changes else settings
 
 
 def load_model(path: str | None) -> Any:
@@ -312,7 +290,7 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         batch_rows=args.batch_rows,
         hyper=_hyper(args),
-        progress=_progress_line("backtest"),
+        progress=Progress("backtest", unit="rows"),
     )
     write_results(result, args.out)
     _warn_undecided(result, settings)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,11 @@ import msgspec
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from common.progress import Progress
 from common.timestamps import parse_ts
-from stream.config import Settings
+from plantwatch.commands import training_progress
+from plantwatch.settings import Settings, with_overrides
+from stream.broker import free_port
 from stream.files import read_table
 
 log = logging.getLogger("plantwatch.demo")
@@ -86,17 +88,6 @@ def _broker_answers(settings: Settings, timeout_s: float = 3.0) -> bool:
     return True
 
 
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port for the metrics endpoint")
-
-
 def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -115,9 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         address = subprocess.run(
             _cli("broker", "address"), check=True, capture_output=True, text=True
         ).stdout.strip()
-        settings = msgspec.structs.replace(
-            settings, kafka=msgspec.structs.replace(settings.kafka, bootstrap_servers=address)
-        )
+        settings = with_overrides(settings, {"kafka": {"bootstrap_servers": address}})
         print(f"broker ready at {address}")
     try:
         summary = _demo(args, settings, work)
@@ -137,21 +126,20 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
 
     bootstrap = settings.kafka.bootstrap_servers
     run_id = uuid.uuid4().hex[:8]
-    topics = msgspec.structs.replace(
-        settings.topics,
-        sensors=f"plantwatch.demo-{run_id}.sensors",
-        alerts=f"plantwatch.demo-{run_id}.alerts",
-        dlq=f"plantwatch.demo-{run_id}.dlq",
-        state=f"plantwatch.demo-{run_id}.state",
-    )
-    port = _free_port(settings.metrics.port)
-    settings = msgspec.structs.replace(
+    names = {
+        name: f"plantwatch.demo-{run_id}.{name}" for name in ("sensors", "alerts", "dlq", "state")
+    }
+    port = free_port(preferred=settings.metrics.port)
+    settings = with_overrides(
         settings,
-        topics=topics,
-        kafka=msgspec.structs.replace(settings.kafka, group_id=f"plantwatch-demo-{run_id}"),
-        metrics=msgspec.structs.replace(settings.metrics, port=port),
-        delivery=msgspec.structs.replace(settings.delivery, checkpoint_interval_s=5.0),
+        {
+            "topics": names,
+            "kafka": {"group_id": f"plantwatch-demo-{run_id}"},
+            "metrics": {"port": port},
+            "delivery": {"checkpoint_interval_s": 5.0},
+        },
     )
+    topics = settings.topics
 
     _step(f"2/5 simulating {args.history_s / 3600:.1f} h of normal history for {args.assets} pumps")
     history = work / "history.parquet"
@@ -190,16 +178,12 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     if args.epochs:
         hyper["epochs"] = args.epochs
 
-    def progress(event: dict[str, Any]) -> None:
-        if "epoch" in event:
-            print(f"  epoch {int(event['epoch'])} loss {float(event.get('loss', 0.0)):.4f}")
-
     model = train_model(
         table.values,
         table.signals,
         segments=table.segments(max_gap_ms=settings.window.max_gap_ms),
         seed=args.seed,
-        progress=progress,
+        progress=training_progress(Progress("train", stream=sys.stdout)),
         data_summary={"source": str(history), "rows": len(table)},
         **hyper,
     )

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,12 +27,12 @@ from models.drift import DriftConfig, DriftEvent, DriftMonitor
 from models.online import ModelSwap, OnlineConfig, OnlineLearner
 from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
-from stream.config import Settings, WindowSettings
+from plantwatch.settings import Settings
+from stream.config import WindowSettings
 from stream.schema import SensorReading
 from stream.window import AssetWindow, Push
 
 SNAPSHOT_VERSION = 1
-_T = TypeVar("_T")
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -87,15 +87,29 @@ class Outcome:
     drift: list[tuple[str, int, DriftEvent]] = field(default_factory=list)
     #: A model swap or rollback by online learning that takes effect from the next batch.
     swap: ModelSwap | None = None
+    #: Parked snapshots that could not be restored (another model): (asset, why); those
+    #: assets start afresh.
+    not_restored: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Monitor:
     """Per-asset windows, one model, per-asset thresholds and the alert policy.
 
-    >>> # doctest: +SKIP
-    >>> monitor = Monitor(TrainedModel.load("models/pump"))
-    >>> outcome = monitor.process(readings, now_ms=now_ms)
-    >>> outcome.events  # AlertEvents to publish
+    >>> import numpy as np
+    >>> from models.training import train_model
+    >>> from stream.schema import SensorReading
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2000, 1))
+    >>> history = np.hstack([x, 2 * x]) + rng.normal(0, 0.05, (2000, 2))
+    >>> monitor = Monitor(train_model(history, ("a", "b"), window=8, scorer="pca"))
+    >>> t0 = 1795899600000
+    >>> readings = [SensorReading("pump-1", t0 + i * 1000, {"a": v, "b": 2 * v})
+    ...             for i, v in enumerate(rng.normal(size=50).tolist())]
+    >>> outcome = monitor.process(readings, now_ms=t0 + 50_000)
+    >>> len(outcome.scored)  # a window per reading once the first 8 filled it
+    43
+    >>> outcome.events  # AlertEvents to publish: none for normal readings
+    []
     """
 
     def __init__(
@@ -119,6 +133,12 @@ class Monitor:
         self._drift: dict[str, DriftMonitor] = {}
         #: Reading time of each asset's latest abnormal window (anomalous or alert not idle).
         self._last_abnormal_ms: dict[str, int] = {}
+        #: Snapshots (encoded) of assets not in memory: evicted when idle, or loaded from
+        #: the state topic; each is restored when its asset's next reading arrives.
+        self._parked: dict[str, bytes] = {}
+        #: The newest reading time seen: the clock that idle eviction runs on, so a replay of
+        #: old data evicts exactly as the live stream did.
+        self._newest_ms: int | None = None
         self._calibration = np.asarray(model.calibration_scores, dtype=np.float64)
         self.online_guard_ms = online_guard_ms
         self.learner = (
@@ -127,16 +147,16 @@ class Monitor:
 
     @classmethod
     def from_settings(cls, model: TrainedModel, settings: Settings) -> Monitor:
-        """A monitor configured by the ``window``, ``threshold`` and ``alert`` sections."""
-        online = msgspec.structs.asdict(settings.online)
+        """A monitor configured by the ``window``, ``threshold``, ``alert``, ``drift`` and
+        ``online`` sections."""
         return cls(
             model,
             window=settings.window,
-            threshold=_dataclass_from(ThresholdConfig, msgspec.structs.asdict(settings.threshold)),
-            alert=_dataclass_from(AlertConfig, msgspec.structs.asdict(settings.alert)),
-            drift=_dataclass_from(DriftConfig, msgspec.structs.asdict(settings.drift)),
-            online=_dataclass_from(OnlineConfig, online),
-            online_guard_ms=int(online["guard_ms"]),
+            threshold=settings.threshold,
+            alert=settings.alert,
+            drift=settings.drift,
+            online=settings.online,
+            online_guard_ms=settings.online.guard_ms,
         )
 
     # -- the data flow ----------------------------------------------------------------------
@@ -146,6 +166,11 @@ class Monitor:
         order, reordered = _time_order(readings)
         outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
         outcome.reordered = reordered
+        if readings:
+            newest = max(r.ts_ms for r in readings)
+            self._newest_ms = newest if self._newest_ms is None else max(self._newest_ms, newest)
+        if self._parked:
+            outcome.not_restored = self._unpark({r.asset for r in readings})
         windows: list[npt.NDArray[np.float32]] = []
         assets: list[str] = []
         ts: list[int] = []
@@ -304,7 +329,8 @@ class Monitor:
         """One asset's whole state (window, threshold, alert), plain and versioned."""
         state = self._windows.get(asset)
         if state is None:
-            return None
+            parked = self._parked.get(asset)
+            return None if parked is None else dict(msgspec.json.decode(parked))
         return {
             "v": SNAPSHOT_VERSION,
             "model": {"name": self.model.name, "version": self.model.version},
@@ -314,6 +340,54 @@ class Monitor:
             "drift": self._drift[asset].snapshot() if asset in self._drift else None,
             "last_abnormal_ms": self._last_abnormal_ms.get(asset),
         }
+
+    # -- assets not in memory -----------------------------------------------------------------
+
+    def park(self, asset: str, snap: Mapping[str, Any]) -> None:
+        """Keep a snapshot (e.g. read from the state topic) until the asset speaks again."""
+        if asset not in self._windows:
+            self._parked[asset] = msgspec.json.encode(snap)
+
+    def evict_idle(self) -> list[str]:
+        """Take assets silent for over ``window.idle_evict_ms`` (of reading time) out of
+        memory; their snapshot is kept compact and restored on their next reading.
+
+        An asset whose alert is open stays: its alert is still something operators see.
+        """
+        limit = self.window_settings.idle_evict_ms
+        if self._newest_ms is None or limit <= 0:
+            return []
+        cutoff = self._newest_ms - limit
+        idle = [
+            asset
+            for asset, state in self._windows.items()
+            if state.last_ts_ms is not None
+            and state.last_ts_ms < cutoff
+            and self.policy.phase(asset) != "open"
+        ]
+        for asset in idle:
+            snap = self.snapshot_asset(asset)
+            self._forget_live([asset])
+            if snap is not None:
+                self._parked[asset] = msgspec.json.encode(snap)
+        return idle
+
+    @property
+    def parked_assets(self) -> list[str]:
+        return sorted(self._parked)
+
+    def _unpark(self, assets: Iterable[str]) -> list[tuple[str, str]]:
+        failed: list[tuple[str, str]] = []
+        for asset in assets:
+            raw = self._parked.pop(asset, None)
+            if raw is None or asset in self._windows:
+                continue
+            try:
+                self.restore_asset(asset, msgspec.json.decode(raw))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._forget_live([asset])
+                failed.append((asset, str(exc) or type(exc).__name__))
+        return failed
 
     def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> None:
         """Continue an asset from :meth:`snapshot_asset` (made by this or another process)."""
@@ -330,8 +404,18 @@ class Monitor:
             self._last_abnormal_ms[asset] = int(snap["last_abnormal_ms"])
 
     def forget(self, assets: Iterable[str]) -> None:
-        """Drop the state of assets this process no longer owns."""
+        """Drop the state of assets this process no longer owns (parked ones too)."""
         gone = list(assets)
+        for asset in gone:
+            self._parked.pop(asset, None)
+        self._forget_live(gone)
+
+    def forget_all(self) -> None:
+        """Drop every asset's state, in memory and parked (all partitions revoked)."""
+        self._parked.clear()
+        self._forget_live(list(self._windows))
+
+    def _forget_live(self, gone: list[str]) -> None:
         for asset in gone:
             self._windows.pop(asset, None)
             self._thresholds.pop(asset, None)
@@ -364,9 +448,3 @@ def _time_order(readings: Sequence[SensorReading]) -> tuple[list[int], int]:
             newest[r.asset] = r.ts_ms
     order = sorted(range(len(readings)), key=lambda i: (readings[i].asset, readings[i].ts_ms))
     return order, reordered
-
-
-def _dataclass_from(cls: type[_T], values: Mapping[str, Any]) -> _T:
-    """Build a config dataclass from the settings keys it knows (the rest keep defaults)."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in values.items() if k in known})

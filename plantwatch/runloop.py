@@ -37,7 +37,7 @@ from alerts.publisher import AlertPublisher, DeliveryError
 from common.timestamps import format_ts
 from models.artifact import TrainedModel
 from plantwatch.monitor import Monitor, Outcome
-from stream.config import Settings
+from plantwatch.settings import Settings
 from stream.schema import ReadingDecoder
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
@@ -77,7 +77,6 @@ class RunLoop:
         self.stats = LoopStats()
         self.monitor = Monitor.from_settings(model, settings)
         self._stop = threading.Event()
-        self._restorable: dict[str, dict[str, object]] = {}
         self._dirty: set[str] = set()
         self._uncommitted = Batch()
         self._last_checkpoint_s = time.monotonic()
@@ -122,7 +121,9 @@ class RunLoop:
             allowed_signals=self.model.signals, max_message_bytes=s.consumer.max_message_bytes
         )
         self._source = SensorSource(
-            s,
+            s.kafka,
+            s.consumer,
+            [s.topics.sensors],
             decoder,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
@@ -175,11 +176,10 @@ class RunLoop:
         if self.exactly_once:
             if batch.messages:
                 self._step_transaction(batch)
-            return
-        if batch.messages:
-            self._restore_new_assets(batch)
+        elif batch.messages:
             route_rejected(batch.rejected, self.settings.topics.dlq, self._publisher.produce)
             outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
+            _log_not_restored(outcome)
             self._publisher.publish(outcome.events)
             self._publish_drift(outcome)
             self._flush()
@@ -203,9 +203,9 @@ class RunLoop:
         publisher = self._publisher
         publisher.begin_transaction()
         try:
-            self._restore_new_assets(batch)
             route_rejected(batch.rejected, self.settings.topics.dlq, publisher.produce)
             outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
+            _log_not_restored(outcome)
             publisher.publish(outcome.events)
             self._publish_drift(outcome)
             for asset in sorted({r.asset for r in batch.readings}):
@@ -300,7 +300,15 @@ class RunLoop:
 
         In exactly-once mode every batch's transaction already did all three.
         """
-        if self._source is None or self._publisher is None or self.exactly_once:
+        if self._source is None or self._publisher is None:
+            return
+        # Idle assets leave memory; a changed one is still written below (from its parked
+        # snapshot), so what is evicted is always checkpointed first.
+        for asset in self.monitor.evict_idle():
+            self.metrics.remove_asset(asset)
+        if self.exactly_once:
+            # Every transaction already wrote its assets' state and offsets.
+            self._last_checkpoint_s = time.monotonic()
             return
         for asset in sorted(self._dirty):
             snap = self.monitor.snapshot_asset(asset)
@@ -325,37 +333,18 @@ class RunLoop:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
-        self._restorable = load_states(
-            self.settings.kafka.consumer_config(), self.settings.topics.state
-        )
-        if self._restorable:
-            log.info("found checkpointed state for %d assets", len(self._restorable))
+        states = load_states(self.settings.kafka.consumer_config(), self.settings.topics.state)
+        for asset, snap in states.items():
+            self.monitor.park(asset, snap)
+        if states:
+            log.info("found checkpointed state for %d assets", len(states))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked %s: checkpointing", sorted(p.partition for p in partitions))
         self.checkpoint()
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
-        self.monitor.forget(self.monitor.assets)
-
-    def _restore_new_assets(self, batch: Batch) -> None:
-        if not self._restorable:
-            return
-        known = set(self.monitor.assets)
-        for reading in batch.readings:
-            asset = reading.asset
-            if asset in known:
-                continue
-            known.add(asset)
-            snap = self._restorable.pop(asset, None)
-            if snap is None:
-                continue
-            try:
-                self.monitor.restore_asset(asset, snap)
-            except (ValueError, KeyError, TypeError) as exc:
-                # A snapshot of another model or version: start the asset afresh, say so.
-                log.warning("state of %s not restored (%s); starting it afresh", asset, exc)
-                self.monitor.forget([asset])
+        self.monitor.forget_all()
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -392,6 +381,12 @@ class RunLoop:
         stats.rejected += len(batch.rejected)
         stats.windows += len(scored)
         stats.events += len(outcome.events)
+
+
+def _log_not_restored(outcome: Outcome) -> None:
+    for asset, why in outcome.not_restored:
+        # A snapshot of another model or version: the asset starts afresh, and says so.
+        log.warning("state of %s not restored (%s); starting it afresh", asset, why)
 
 
 def _now_ms() -> int:

@@ -1,37 +1,25 @@
-"""Configuration: one frozen, typed settings object.
+"""The sections of the settings that belong to moving data: Kafka, topics, consumer,
+windows, delivery.
 
-Defaults live in code; a TOML or YAML file goes over them; ``PLANTWATCH_*`` environment
-variables go over that; command-line overrides go last. Nested keys use a double
-underscore (``PLANTWATCH_METRICS__PORT=9200``). Kafka client properties (SASL, SSL, …)
-pass through to librdkafka untouched: in the file under ``[kafka.properties]``, or as
-``PLANTWATCH_KAFKA_PROP_SASL_MECHANISM=PLAIN`` (underscores become dots).
+They are composed with the other rooms' sections into one ``Settings`` by
+``plantwatch/settings.py``, which also loads files and the environment. Kafka client
+properties (SASL, SSL, …) pass through to librdkafka untouched; secrets never show in a
+``repr``.
 
->>> env = {"PLANTWATCH_METRICS__PORT": "9200", "PLANTWATCH_METRICS__ENABLED": "false"}
->>> s = load_settings(env=env)
->>> (s.metrics.port, s.metrics.enabled, s.topics.alerts)
-(9200, False, 'plantwatch.alerts')
->>> "hunter2" in repr(load_settings(env={"PLANTWATCH_KAFKA_PROP_SASL_PASSWORD": "hunter2"}))
-False
+>>> k = KafkaSettings(properties={"sasl.password": "hunter2", "sasl.mechanism": "PLAIN"})
+>>> "hunter2" in repr(k), k.client_config()["sasl.password"]
+(False, 'hunter2')
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-import yaml
 
-ENV_PREFIX = "PLANTWATCH_"
-PROP_PREFIX = "PLANTWATCH_KAFKA_PROP_"
+from common.config import Config
+
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential", "jaas")
-
-
-class ConfigError(ValueError):
-    """A configuration a person must fix; the message says where and how."""
 
 
 def _is_secret(name: str) -> bool:
@@ -41,7 +29,7 @@ def _is_secret(name: str) -> bool:
     )
 
 
-class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class KafkaSettings(Config, frozen=True, kw_only=True):
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "plantwatch"
     client_id: str = "plantwatch"
@@ -70,204 +58,48 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     __str__ = __repr__
 
 
-class TopicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TopicSettings(Config, frozen=True, kw_only=True):
     sensors: str = "plantwatch.sensors"
     alerts: str = "plantwatch.alerts"
     dlq: str = "plantwatch.dlq"
-    quality: str = "plantwatch.quality"
-    lab: str = "plantwatch.lab"
     #: Compacted changelog of per-asset state (windows, thresholds, alert state).
     state: str = "plantwatch.state"
     labels: str = "plantwatch.labels"
 
 
-class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    batch_size: int = 2000
-    batch_wait_ms: int = 200
-    max_message_bytes: int = 64 * 1024
+class ConsumerSettings(Config, frozen=True, kw_only=True):
+    """How readings are consumed: one model call per batch of up to ``batch_size``."""
+
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    batch_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
+    #: Larger messages go to the dead-letter topic as ``oversize``.
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
 
-class WindowSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-asset windowing; the window length itself comes from the model artifact."""
+class WindowSettings(Config, frozen=True, kw_only=True):
+    """Per-asset windowing; the window length itself comes from the model artifact.
 
-    stride: int = 1
-    #: Readings a missing value may be carried forward before the window is not scored.
-    stale_limit: int = 5
-    #: Readings older than the newest one of their asset by at most this are re-ordered in;
-    #: older still are dropped and counted as ``late``.
-    reorder_tolerance_ms: int = 2_000
-    #: A gap longer than this between readings of an asset restarts its window.
-    max_gap_ms: int = 60_000
-    #: Assets not heard from for this long are evicted from memory (state stays checkpointed).
-    idle_evict_ms: int = 6 * 3_600_000
-
-
-class ThresholdSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-asset thresholds (see ``models/thresholds.py``; defaults equal its ``ThresholdConfig``).
-
-    ``q`` is the risk: the expected false-alarm rate per scored window.
+    Readings of an asset are put in time order within each consumed batch; one older than
+    the asset's newest reading of an earlier batch is dropped and counted as ``late``.
     """
 
-    kind: Literal["fixed", "quantile", "spot", "dspot"] = "spot"
-    q: float = 1e-4
-    level: float = 0.98
-    depth: int = 200
-    grace: int = 1000
-    critical_q: float | None = None
-    fixed_value: float | None = None
-    quantile: float = 0.99
-    margin: float = 1.5
-    critical_ratio: float = 2.0
-    max_peaks: int = 2_000
-    refit_every_peaks: int = 128
-    refit_growth: float = 0.1
+    #: Score every ``stride``-th reading's window.
+    stride: Annotated[int, msgspec.Meta(ge=1)] = 1
+    #: Readings a missing value may be carried forward before the window is not scored.
+    stale_limit: Annotated[int, msgspec.Meta(ge=0)] = 5
+    #: A gap longer than this between readings of an asset restarts its window.
+    max_gap_ms: Annotated[int, msgspec.Meta(gt=0)] = 60_000
+    #: Assets not heard from for this long (of reading time) leave memory; their state
+    #: stays checkpointed and is restored when they speak again. 0 keeps every asset.
+    idle_evict_ms: Annotated[int, msgspec.Meta(ge=0)] = 6 * 3_600_000
 
 
-class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The alert state machine (see ``alerts/policy.py``; defaults equal its ``AlertConfig``)."""
+class DeliverySettings(Config, frozen=True, kw_only=True):
+    """How alerts and state reach the broker, and how often offsets are committed."""
 
-    k: int = 3
-    n: int = 5
-    m: int = 10
-    cooldown_ms: int = 60_000
-    update_every_ms: int = 30_000
-    update_min_rise: float = 0.2
-    critical_ratio: float = 2.0
-    top_signals: int = 3
-
-
-class DriftSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Page-Hinkley drift tests on each asset's scores and inputs (see ``models/drift.py``)."""
-
-    delta: float = 0.5
-    threshold: float = 50.0
-    warmup: int = 500
-    blocks: int = 10
-    min_std: float = 1e-3
-    recent: int = 200
-    max_anomalous_fraction: float = 0.05
-
-
-class OnlineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Guarded online learning (see ``models/online.py``); off by default."""
-
-    enabled: bool = False
-    min_interval_s: float = 3600.0
-    min_windows: int = 2000
-    buffer_windows: int = 20000
-    holdout_fraction: float = 0.2
-    epochs: int = 3
-    lr_scale: float = 0.3
-    #: 0.95, not the learner's 1.0: swap only on a real improvement, since every swap
-    #: is followed by a rollback watch.
-    max_score_ratio: float = 0.95
-    rollback_windows: int = 2000
-    rollback_anomaly_ratio: float = 3.0
-    #: No window within this long after an anomalous window (or an open or cooling alert)
-    #: of its asset is ever learned: a fault must not be taught as normal.
-    guard_ms: int = 600_000
-
-
-class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    enabled: bool = True
-    #: Loopback by default: exposing metrics beyond this host is a deliberate choice.
-    host: str = "127.0.0.1"
-    port: int = 9108
-    max_asset_series: int = 50
-
-
-class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: Exactly-once: stable per process across restarts (default: group id + host name).
     transactional_id: str | None = None
-    flush_timeout_s: float = 30.0
-    checkpoint_interval_s: float = 10.0
-
-
-class ModelSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    path: str | None = None
-    device: str | None = None
-    torch_threads: int | None = None
-
-
-class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
-    topics: TopicSettings = msgspec.field(default_factory=TopicSettings)
-    consumer: ConsumerSettings = msgspec.field(default_factory=ConsumerSettings)
-    window: WindowSettings = msgspec.field(default_factory=WindowSettings)
-    threshold: ThresholdSettings = msgspec.field(default_factory=ThresholdSettings)
-    alert: AlertSettings = msgspec.field(default_factory=AlertSettings)
-    drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
-    online: OnlineSettings = msgspec.field(default_factory=OnlineSettings)
-    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
-    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
-    model: ModelSettings = msgspec.field(default_factory=ModelSettings)
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".toml":
-            data: Any = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path} must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a table of sections")
-    return data
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, value in env.items():
-        if name.startswith(PROP_PREFIX):
-            prop = name[len(PROP_PREFIX) :].lower().replace("_", ".")
-            tree.setdefault("kafka", {}).setdefault("properties", {})[prop] = value
-        elif name.startswith(ENV_PREFIX) and "__" in name:
-            parts = name[len(ENV_PREFIX) :].lower().split("__")
-            node = tree
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-    return tree
-
-
-def load_settings(
-    path: str | Path | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Defaults, then the file, then ``PLANTWATCH_*`` variables, then ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = _merge(data, _read_file(Path(path)))
-    data = _merge(data, _from_env(os.environ if env is None else env))
-    if overrides:
-        data = _merge(data, overrides)
-    # Property values reach librdkafka as strings, whatever type the file gave them.
-    props = data.get("kafka", {}).get("properties")
-    if isinstance(props, dict):
-        data["kafka"]["properties"] = {
-            str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in props.items()
-        }
-    try:
-        # strict=False: environment values are text ("9200", "false") and must convert.
-        return msgspec.convert(data, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    flush_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0

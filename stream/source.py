@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from stream.config import Settings
+from stream.config import ConsumerSettings, KafkaSettings
 from stream.schema import ReadingDecoder, Rejection, SensorReading
 
 log = logging.getLogger(__name__)
@@ -137,20 +137,21 @@ class SensorSource:
 
     def __init__(
         self,
-        settings: Settings,
+        kafka: KafkaSettings,
+        consumer: ConsumerSettings,
+        topics: Sequence[str],
         decoder: ReadingDecoder,
         *,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         stats_cb: Callable[[str], None] | None = None,
-        topics: Sequence[str] | None = None,
     ) -> None:
-        self.settings = settings
+        self.consumer_settings = consumer
         self.decoder = decoder
-        conf: dict[str, Any] = dict(settings.kafka.consumer_config())
+        conf: dict[str, Any] = dict(kafka.consumer_config())
         conf.setdefault("enable.auto.commit", "false")
         conf.setdefault("enable.auto.offset.store", "false")
-        conf.setdefault("auto.offset.reset", settings.consumer.auto_offset_reset)
+        conf.setdefault("auto.offset.reset", consumer.auto_offset_reset)
         conf.setdefault("enable.partition.eof", "false")
         # A rebalance must never hand one asset to two processes mid-batch; the default
         # eager protocol revokes everything first, which is what our checkpointing assumes.
@@ -159,7 +160,7 @@ class SensorSource:
             conf.setdefault("statistics.interval.ms", "5000")
             conf["stats_cb"] = stats_cb
         self._consumer = Consumer(conf)
-        self._topics = list(topics) if topics is not None else [settings.topics.sensors]
+        self._topics = list(topics)
         self._consumer.subscribe(
             self._topics,
             on_assign=lambda _c, parts: on_assign(parts) if on_assign else None,
@@ -168,7 +169,7 @@ class SensorSource:
 
     def poll_batch(self) -> Batch:
         """Up to ``batch_size`` messages, waiting at most ``batch_wait_ms`` for them."""
-        cfg = self.settings.consumer
+        cfg = self.consumer_settings
         messages = self._consumer.consume(
             num_messages=cfg.batch_size, timeout=cfg.batch_wait_ms / 1000.0
         )

@@ -16,7 +16,7 @@ from alerts.metrics import Metrics
 from models.artifact import TrainedModel
 from models.training import train_model
 from plantwatch.runloop import RunLoop
-from stream.config import Settings, load_settings
+from plantwatch.settings import Settings, load_settings
 from stream.simulator import PlantSimulator, SimConfig
 
 PLANT_SEED = 21

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from plantwatch.cli import main
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -305,8 +306,9 @@ def test_a_normal_window_may_carry_an_infinite_threshold() -> None:
     ],
 )
 def test_config_refuses_bad_values(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
-        AlertConfig(**kwargs)  # type: ignore[arg-type]
+    # Ranges are checked where a configuration is loaded, with the path of the key.
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(kwargs, AlertConfig)
 
 
 # -- snapshot / restore --------------------------------------------------------------------

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from stream import broker as broker_mod
 from stream.broker import (
     KAFKA_VERSION,
     BrokerError,
@@ -42,6 +41,8 @@ from stream.broker import (
     render_pom,
     render_server_properties,
 )
+from stream.broker.logs import log_excerpt
+from stream.broker.probe import metadata_round_trip
 
 # Real `java -version` outputs (stderr), as distributions print them.
 JAVA_8 = """openjdk version "1.8.0_412"
@@ -277,6 +278,17 @@ def test_port_taken_by_another_program_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "broker.pid").exists()
 
 
+def test_free_port_keeps_a_free_preferred_port_else_picks_another() -> None:
+    port = free_port()
+    assert free_port(preferred=port) == port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        other = free_port(preferred=taken)
+    assert other != taken and 0 < other < 65536
+
+
 def test_log_excerpt_shows_errors_not_the_config_dump(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text(
@@ -288,7 +300,7 @@ def test_log_excerpt_shows_errors_not_the_config_dump(tmp_path: Path) -> None:
         "[2026-01-01 00:00:02,000] INFO shutting down (kafka.server.KafkaRaftServer)\n",
         encoding="utf-8",
     )
-    excerpt = broker_mod._log_excerpt(log)
+    excerpt = log_excerpt(log)
     assert "Invalid cluster.id" in excerpt and "Errors in its log" in excerpt
     assert "advertised.listeners" not in excerpt and "shutting down" not in excerpt
 
@@ -383,7 +395,7 @@ def test_cli_background_start_status_address_stop(second_broker_dir: Path) -> No
     assert again.returncode == 1 and "already runs" in again.stderr
 
     # It is a real Kafka: a metadata round trip names the broker.
-    assert broker_mod._metadata_round_trip(f"127.0.0.1:{port}", 10.0)
+    assert metadata_round_trip(f"127.0.0.1:{port}", 10.0)
     # A second broker on the same port is refused with the reason.
     clash = LocalBroker(port=port, data_dir=second_broker_dir.parent / "other")
     with pytest.raises(BrokerError, match="already served by another Kafka broker"):

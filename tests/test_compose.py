@@ -8,6 +8,7 @@ config`` also runs when the compose plugin exists.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from plantwatch.cli import build_parser
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 Compose = dict[str, Any]
@@ -183,3 +184,18 @@ def test_docker_compose_config_accepts_it() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_image_copies_every_package_it_installs() -> None:
+    """The Dockerfile's ``pip install .`` needs every top-level package in the build context."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = sorted(pattern.rstrip("*") for pattern in include)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in packages:
+        assert (ROOT / package / "__init__.py").is_file(), f"{package} is not a package"
+        assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.M), (
+            f"the Dockerfile does not copy {package}/, so the image could not import it"
+        )

@@ -6,6 +6,7 @@ import itertools
 import json
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -108,9 +109,43 @@ def test_bad_shapes_and_snapshots_raise_with_a_reason() -> None:
     with pytest.raises(ValueError, match="unique"):
         DriftMonitor(["a", "a"])
     with pytest.raises(ValueError, match="warmup"):
-        DriftConfig(warmup=10, blocks=10)
+        DriftConfig(warmup=10, blocks=10)  # a cross-field rule: checked by the class itself
+    with pytest.raises(msgspec.ValidationError, match="unknown field `colour`"):
+        DriftMonitor.restore({**monitor.snapshot(), "config": {"colour": "red"}})
     with pytest.raises(ValueError, match="drift-monitor snapshot"):
         DriftMonitor.restore({**monitor.snapshot(), "v": 9})
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"warmup": 10, "blocks": 10}, "warmup"),
+        ({"delta": -0.1}, r"\$\.delta"),
+        ({"threshold": 0.0}, r"\$\.threshold"),
+        ({"blocks": 1}, r"\$\.blocks"),
+        ({"min_std": 0.0}, r"\$\.min_std"),
+        ({"recent": 0}, r"\$\.recent"),
+        ({"max_anomalous_fraction": 1.5}, r"\$\.max_anomalous_fraction"),
+        ({"max_anomalous_fraction": float("nan")}, r"\$\.max_anomalous_fraction"),
+        ({"lambda": 3.0}, "unknown field"),
+    ],
+)
+def test_config_is_validated_when_converted(values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=reason):
+        msgspec.convert(values, DriftConfig)
+    with pytest.raises(ValueError, match=reason):  # ValidationError is a ValueError
+        DriftConfig.validated(**values)
+    if "lambda" not in values:
+        # Calling the class skips the ranges; the monitor checks them before it starts.
+        with pytest.raises(ValueError, match=reason):
+            DriftMonitor(SIGNALS, DriftConfig(**values))
+
+
+def test_config_round_trips_through_json() -> None:
+    config = DriftConfig.validated(delta=1, warmup=60, blocks=6)
+    assert config.delta == 1.0 and isinstance(config.delta, float)
+    assert DriftConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert DriftConfig.validated() == DriftConfig()
 
 
 @settings(max_examples=40, deadline=None)

@@ -7,7 +7,7 @@ import numpy as np
 from models.online import OnlineConfig, OnlineLearner
 from models.training import train_model
 from plantwatch.monitor import Monitor
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 from stream.schema import SensorReading
 
 T0 = 1_795_899_600_000
@@ -28,10 +28,18 @@ def test_a_fault_lasting_hours_is_still_alerted_at_its_end() -> None:
     model = train_model(plant(20_000, rng), SIGNALS, window=16, scorer="pca")
     monitor = Monitor.from_settings(model, load_settings(env={}))
     clock = [0.0]
-    # Aggressive on purpose: a fine-tune whenever 500 new eligible windows are there.
+    # Aggressive on purpose: a fine-tune whenever 500 new eligible windows are there, and a
+    # swap whenever the candidate is no worse (not the shipped 0.95, which asks for a real
+    # improvement), so that models really change before, during and after the fault.
     monitor.learner = OnlineLearner(
         model,
-        OnlineConfig(enabled=True, min_interval_s=0.0, min_windows=500, buffer_windows=4000),
+        OnlineConfig(
+            enabled=True,
+            min_interval_s=0.0,
+            min_windows=500,
+            buffer_windows=4000,
+            max_score_ratio=1.0,
+        ),
         clock=lambda: clock[0],
         background=False,
     )

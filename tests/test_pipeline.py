@@ -8,7 +8,7 @@ import pytest
 from models.artifact import TrainedModel
 from models.training import train_model
 from plantwatch.monitor import Monitor
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 from stream.schema import SensorReading
 
 T0 = 1_795_899_600_000

@@ -167,6 +167,26 @@ def test_unreachable_broker_is_undelivered_then_failed(caplog: pytest.LogCapture
         assert "s3cret-never-logged" not in text
 
 
+def test_a_queue_that_stays_full_is_waited_out_then_a_failure() -> None:
+    config = {"bootstrap.servers": CLOSED_PORT, "queue.buffering.max.messages": "1"}
+    publisher = AlertPublisher(config, "alerts", queue_full_timeout_s=0.2)
+    try:
+        started = time.monotonic()
+        publisher.produce("alerts", "pump-1", b"fits")
+        publisher.produce("alerts", "pump-2", b"no room")
+        assert 0.2 <= time.monotonic() - started < 5
+        assert publisher.pending == 1
+        with pytest.raises(DeliveryError) as info:
+            publisher.flush(timeout_s=0)
+        assert [f.code for f in info.value.failures] == ["_QUEUE_FULL"]
+        assert info.value.failures[0].key == "pump-2" and info.value.undelivered == 1
+    finally:
+        # The undelivered message does not hold the close until message.timeout.ms (300 s).
+        closing = time.monotonic()
+        publisher.close(timeout_s=0)
+        assert time.monotonic() - closing < 5
+
+
 def test_delivery_error_lists_a_few_failures_and_counts_the_rest() -> None:
     failures = [
         DeliveryFailure("alerts", 0, f"pump-{i}", "Broker: boom", "BOOM", False, False)

@@ -4,6 +4,14 @@ Each scorer is fitted once per module on synthetic normal data (tiny hyper-param
 the deep ones, so they train in seconds on one CPU thread) and then judged on: output
 shapes and ranges, separation of a clearly abnormal window, attribution to the perturbed
 signal, save/load through :class:`TrainedModel`, determinism, batching, bounded memory.
+
+Online learning is an optional capability (:class:`models.protocol.OnlineLearning`): every
+scorer that has it goes through the online checks (copy by export and import gives equal
+scores, ``fine_tune`` changes the weights and keeps their shapes, ``window_errors`` and
+``pooled_error`` are well formed); every scorer without it must be listed in
+:data:`OFFLINE_ONLY` with the reason, so a scorer that loses the capability by accident (a
+renamed method) fails here instead of quietly dropping out, and the online checks report
+the listed ones as skipped, with their reason.
 Baseline-specific checks (River exactness, constant signals) follow at the end.
 """
 
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -21,8 +30,9 @@ import torch
 
 from models.artifact import TrainedModel
 from models.baseline import HalfSpaceTreesScorer, PCAScorer
-from models.protocol import Normalizer, Scorer
-from models.registry import SCORERS, create_scorer, scorer_from_state
+from models.online import OnlineConfig, OnlineLearner
+from models.protocol import Normalizer, OnlineLearning, OnlineScorer, Scorer
+from models.registry import SCORERS, create_scorer, online_scorers, scorer_from_state
 
 torch.set_num_threads(1)
 
@@ -38,6 +48,11 @@ TINY: dict[str, dict[str, Any]] = {
     "river-hst": {"max_samples": 1024},
 }
 PERTURBED = (1, 3)
+# Registered scorers that leave out the online-learning capability, and why.
+OFFLINE_ONLY: dict[str, str] = {
+    "river-hst": "its mass-ratio score is normalised by each model's own training data, "
+    "so two models cannot be compared on held-out windows",
+}
 
 
 def plant_readings(n_rows: int, seed: int, start: int = 0) -> np.ndarray:
@@ -195,6 +210,113 @@ def test_scoring_does_not_grow_state(fitted: Fitted) -> None:
     assert before.keys() == after.keys()
     for key in before:
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+# --- the online-learning capability ------------------------------------------------------
+
+
+def online_or_skip(fitted: Fitted) -> OnlineScorer:
+    """The fitted scorer as an OnlineScorer; a listed offline-only one is skipped, reason shown."""
+    scorer = fitted.scorer
+    if fitted.name in OFFLINE_ONLY:
+        assert not isinstance(scorer, OnlineLearning), f"{fitted.name} learns online now"
+        pytest.skip(f"{fitted.name} does not learn online: {OFFLINE_ONLY[fitted.name]}")
+    assert isinstance(scorer, OnlineScorer), (
+        f"{fitted.name} lacks the OnlineLearning capability (copy, fine_tune, window_errors, "
+        "pooled_error); implement it or list the scorer in OFFLINE_ONLY with the reason"
+    )
+    return scorer
+
+
+def shifted_normal(fitted: Fitted) -> np.ndarray:
+    """Normal windows after a set-point change: half a standard deviation on every signal."""
+    return (fitted.normal + np.float32(0.5)).astype(np.float32)
+
+
+def test_online_capability_is_declared(fitted: Fitted) -> None:
+    capable = isinstance(fitted.scorer, OnlineLearning)
+    assert capable != (fitted.name in OFFLINE_ONLY), (
+        f"{fitted.name}: online-capable={capable}, but OFFLINE_ONLY says the opposite"
+    )
+    assert capable == issubclass(SCORERS[fitted.name], OnlineLearning)
+    assert (fitted.name in online_scorers()) == capable
+
+
+def test_the_learner_takes_exactly_the_online_scorers(fitted: Fitted) -> None:
+    model = TrainedModel.create(fitted.scorer, SIGNALS, fitted.normalizer, np.ones(10, np.float32))
+    OnlineLearner(model, OnlineConfig(enabled=False))  # off: any scorer serves
+    if fitted.name not in OFFLINE_ONLY:
+        OnlineLearner(model, OnlineConfig(enabled=True))
+        return
+    with pytest.raises(ValueError, match=rf"{fitted.name}.*does not learn online") as caught:
+        OnlineLearner(model, OnlineConfig(enabled=True))
+    for name in online_scorers():
+        assert name in str(caught.value)
+
+
+def test_copy_by_export_and_import_gives_equal_scores(fitted: Fitted) -> None:
+    scorer = online_or_skip(fitted)
+    copy = scorer.copy()
+    assert copy is not scorer
+    assert type(copy) is type(scorer)
+    assert copy.get_config() == scorer.get_config()
+    windows = np.concatenate([fitted.normal, fitted.abnormal])
+    before, after = scorer.score_batch(windows), copy.score_batch(windows)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+
+
+def test_fine_tune_changes_weights_keeps_shapes_and_leaves_the_original(fitted: Fitted) -> None:
+    scorer = online_or_skip(fitted)
+    original = {k: v.copy() for k, v in scorer.state_tensors().items()}
+    probe = fitted.normal[:50]
+    scores_before = scorer.score_batch(probe)[0]
+    copy = scorer.copy()
+    metrics = copy.fine_tune(shifted_normal(fitted), epochs=1, lr_scale=0.5, seed=0)
+    json.dumps(metrics, allow_nan=False)
+    tuned = copy.state_tensors()
+    assert tuned.keys() == original.keys()
+    for key, value in tuned.items():
+        assert value.shape == original[key].shape, key
+        assert value.dtype == original[key].dtype, key
+    changed = [k for k in tuned if not np.array_equal(tuned[k], original[k])]
+    assert changed, "fine_tune left every tensor as it was"
+    # The copy took the change; the scorer it was copied from did not.
+    for key, value in scorer.state_tensors().items():
+        np.testing.assert_array_equal(value, original[key], err_msg=key)
+    np.testing.assert_array_equal(scorer.score_batch(probe)[0], scores_before)
+    rebuilt = scorer_from_state(copy.get_config(), tuned)
+    np.testing.assert_allclose(
+        rebuilt.score_batch(probe)[0], copy.score_batch(probe)[0], rtol=1e-6, atol=1e-7
+    )
+
+
+def test_fine_tune_is_deterministic_for_a_seed(fitted: Fitted) -> None:
+    scorer = online_or_skip(fitted)
+    states = []
+    for _ in range(2):
+        copy = scorer.copy()
+        copy.fine_tune(shifted_normal(fitted), epochs=1, lr_scale=0.5, seed=3)
+        states.append(copy.state_tensors())
+    for key in states[0]:
+        np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
+
+
+def test_window_errors_and_pooled_error_are_well_formed(fitted: Fitted) -> None:
+    scorer = online_or_skip(fitted)
+    errors = scorer.window_errors(fitted.normal)
+    assert errors.shape == (fitted.normal.shape[0],)
+    assert errors.dtype == np.float64
+    assert np.isfinite(errors).all()
+    pooled = scorer.pooled_error(errors)
+    assert isinstance(pooled, float)
+    assert math.isfinite(pooled) and pooled > 0
+    # Per window: batching does not change it, and abnormal windows are worse on average.
+    pieces = np.concatenate([scorer.window_errors(fitted.normal[i : i + 37]) for i in (0, 37)])
+    np.testing.assert_allclose(pieces, errors[:74], rtol=1e-5, atol=1e-9)
+    assert scorer.pooled_error(scorer.window_errors(fitted.abnormal)) > pooled
+    with pytest.raises(ValueError, match="shape"):
+        scorer.window_errors(np.zeros((2, WINDOW, N_SIGNALS + 1), dtype=np.float32))
 
 
 # --- baseline specifics ---------------------------------------------------------------

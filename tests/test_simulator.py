@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import io
 import itertools
 import json
 import time
@@ -19,8 +18,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from stream.config import load_settings
-from stream.schema import ReadingDecoder, SensorReading, format_ts
+import common.progress
+from common.timestamps import format_ts
+from plantwatch.settings import load_settings
+from plantwatch.simulate import add_arguments, config_from_args, run
+from stream.schema import ReadingDecoder, SensorReading
 from stream.simulator import (
     FAULT_KINDS,
     FILE_COLUMNS,
@@ -28,14 +30,12 @@ from stream.simulator import (
     SIGNALS,
     Chunk,
     FaultInterval,
+    KafkaUnreachableError,
     PlantSimulator,
     Progress,
     SimConfig,
-    add_arguments,
-    config_from_args,
     default_labels_path,
     produce,
-    run,
     write_file,
 )
 
@@ -424,20 +424,28 @@ def test_cli_refuses_a_plan_that_cannot_fit(capsys: pytest.CaptureFixture[str]) 
     assert "lengthen --duration" in capsys.readouterr().err
 
 
-def test_progress_prints_plain_lines_when_not_a_terminal() -> None:
-    stream = io.StringIO()
-    progress = Progress(1000, stream=stream, interval_s=0.0)
-    progress.update(250)
-    progress.update(500)
-    progress.close()
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and "500 readings" in lines[1] and "50%" in lines[1]
-    silent = io.StringIO()
-    Progress(10, stream=silent, interval_s=0.0, enabled=False).update(5)
-    assert silent.getvalue() == ""
+def test_progress_is_the_shared_line_labelled_simulate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert Progress is common.progress.Progress
+    argv = ["--assets", "3", "--duration", "900", "--start", "1795899600000"]
+    assert run(parse([*argv, "--out", str(tmp_path / "loud.csv")]), load_settings(env={})) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    # Not a terminal: plain lines, and always one at the total.
+    assert any(x.startswith("simulate: 2,700/2,700 readings") and "100%" in x for x in lines)
+    assert lines[-1].startswith("simulate: 2,700 readings (900 per asset)")
+    quiet = [*argv, "--out", str(tmp_path / "quiet.csv"), "--quiet"]
+    assert run(parse(quiet), load_settings(env={})) == 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------- Kafka
+
+
+def test_produce_without_a_broker_says_how_to_get_one() -> None:
+    sim = PlantSimulator(SimConfig(n_assets=2, duration_s=10))
+    with pytest.raises(KafkaUnreachableError, match="plantwatch broker start"):
+        produce(sim, {"bootstrap.servers": "127.0.0.1:1"}, "sensors", connect_timeout_s=0.5)
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream.config import load_settings
+from plantwatch.settings import load_settings
 from stream.files import read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,13 +65,6 @@ KEYS = (
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-def test_settings_overrides_nest_and_parse_numbers() -> None:
-    tree = skab.parse_settings_overrides(["threshold.q=1e-3", "threshold.kind=fixed", "alert.k=2"])
-    assert tree == {"threshold": {"q": 0.001, "kind": "fixed"}, "alert": {"k": 2}}
-    with pytest.raises(ValueError, match=r"SECTION\.KEY=VALUE"):
-        skab.parse_settings_overrides(["q=1e-3"])
 
 
 def test_hyper_applies_to_all_or_one_scorer() -> None:

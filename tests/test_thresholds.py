@@ -1,4 +1,4 @@
-"""Contract and behaviour tests for every threshold kind (models/thresholds.py)."""
+"""Contract and behaviour tests for every threshold kind (models/thresholds/)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -299,11 +300,60 @@ def test_quantile_threshold_is_margin_times_the_learned_quantile() -> None:
     assert signed.value == pytest.approx(-51.0 + 51.0)
 
 
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"kind": "spot", "q": 0.05, "level": 0.98}, "below 1 - level"),
+        ({"q": 1e-4, "critical_q": 1e-3}, "critical_q"),
+        ({"kind": "median"}, "Invalid enum value"),
+        ({"q": 1.5}, r"\$\.q"),
+        ({"q": 0.0}, r"\$\.q"),
+        ({"level": 1.0}, r"\$\.level"),
+        ({"depth": 0}, r"\$\.depth"),
+        ({"depth": 2.5}, r"\$\.depth"),
+        ({"grace": -1}, r"\$\.grace"),
+        ({"critical_q": 0.0}, r"\$\.critical_q"),
+        ({"fixed_value": math.inf}, r"\$\.fixed_value"),
+        ({"fixed_value": math.nan}, r"\$\.fixed_value"),
+        ({"quantile": 1.0}, r"\$\.quantile"),
+        ({"margin": 0.9}, r"\$\.margin"),
+        ({"critical_ratio": 1.0}, r"\$\.critical_ratio"),
+        ({"max_peaks": 9}, r"\$\.max_peaks"),
+        ({"refit_every_peaks": 0}, r"\$\.refit_every_peaks"),
+        ({"refit_growth": -0.1}, r"\$\.refit_growth"),
+        ({"colour": "red"}, "unknown field"),
+    ],
+)
+def test_config_is_validated_when_converted(values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=reason):
+        msgspec.convert(values, ThresholdConfig)
+    with pytest.raises(ValueError, match=reason):  # ValidationError is a ValueError
+        ThresholdConfig.validated(**values)
+
+
+def test_config_defaults_validate_and_round_trip_through_json() -> None:
+    for kind in KINDS:
+        config = ThresholdConfig.validated(kind=kind, q=1e-3, fixed_value=2)
+        assert config.fixed_value == 2.0 and isinstance(config.fixed_value, float)
+        assert ThresholdConfig.from_json(_json_round_trip(config.to_json())) == config
+    assert ThresholdConfig.validated() == ThresholdConfig()
+    # Calling the class does not check ranges; make_threshold does, before deciding anything.
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.q"):
+        make_threshold(ThresholdConfig(kind="quantile", q=5.0), np.ones(10))
+
+
+def test_dspot_is_spot_over_a_moving_average_with_spot_snapshot_fields() -> None:
+    rng = np.random.default_rng(15)
+    config = ThresholdConfig(kind="dspot", q=1e-3, depth=30)
+    dspot = make_threshold(config, rng.exponential(size=3000))
+    spot = make_threshold(msgspec.structs.replace(config, kind="spot"), np.zeros(0))
+    assert isinstance(dspot, SPOTThreshold)
+    # The v1 layout old snapshots were written in: SPOT's fields plus the moving average's.
+    assert set(dspot.snapshot()) == set(spot.snapshot()) | {"ring", "head", "sum"}
+    assert len(dspot.snapshot()["ring"]) == 30
+
+
 def test_invalid_inputs_raise_with_a_reason() -> None:
-    with pytest.raises(ValueError, match="below 1 - level"):
-        ThresholdConfig(kind="spot", q=0.05, level=0.98)
-    with pytest.raises(ValueError, match="critical_q"):
-        ThresholdConfig(q=1e-4, critical_q=1e-3)
     threshold = make_threshold(
         ThresholdConfig(q=1e-3), np.random.default_rng(0).exponential(size=2000)
     )
@@ -316,5 +366,10 @@ def test_invalid_inputs_raise_with_a_reason() -> None:
     snap = threshold.snapshot()
     with pytest.raises(ValueError, match="version"):
         restore({**snap, "v": 2})
-    with pytest.raises(ValueError, match="unknown threshold config keys"):
+    with pytest.raises(msgspec.ValidationError, match="unknown field `colour`"):
         restore({**snap, "config": {**snap["config"], "colour": "red"}})
+    with pytest.raises(ValueError, match="either a calibration buffer or a tail"):
+        restore({**snap, "buffer": [1.0]})
+    dspot = make_threshold(ThresholdConfig(kind="dspot", depth=5), np.ones(100)).snapshot()
+    with pytest.raises(ValueError, match="ring has 4 values but depth is 5"):
+        restore({**dspot, "ring": dspot["ring"][:4]})

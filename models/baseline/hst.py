@@ -1,13 +1,4 @@
-"""Baseline scorers: the PCA T²+Q monitor and River's Half-Space Trees.
-
-Both follow :class:`models.protocol.Scorer`, train in seconds on CPU and keep every learnt
-number as a plain array, so they persist through safetensors like the deep scorers.
-
-``PCAScorer`` is the project's robust default: classic multivariate statistical process
-monitoring, fully numpy, with no randomness. ``HalfSpaceTreesScorer`` trains River's
-``anomaly.HalfSpaceTrees`` on normal windows, then exports the trees into flat arrays and
-scores with an exact, vectorised numpy re-implementation of River's ``score_one``.
-"""
+"""River's Half-Space Trees, trained on normal windows and scored by an exact numpy walk."""
 
 from __future__ import annotations
 
@@ -18,46 +9,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.baseline.inputs import (
+    F64,
+    I64,
+    check_segments,
+    check_windows,
+    config_int,
+    positive_int,
+    state_tensor,
+)
 from models.protocol import FloatArray, contribution_shares
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-
-
-def check_windows(windows: npt.ArrayLike, window: int, n_signals: int) -> F64:
-    """Return ``windows`` as float64 after checking their shape and that they are finite.
-
-    Shared by the baseline scorers: scoring a window of the wrong length or with a NaN in it
-    is a caller bug (the stream state never emits one), so it fails loudly.
-    """
-    arr = np.asarray(windows, dtype=np.float64)
-    if arr.ndim != 3 or arr.shape[1] != window or arr.shape[2] != n_signals:
-        raise ValueError(
-            f"windows must have shape (batch, {window}, {n_signals}) "
-            f"(batch, window, signals); got {arr.shape}"
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(
-            "windows contain NaN or infinite values; clean readings (carry values forward) "
-            "before scoring"
-        )
-    return arr
-
-
-def check_segments(segments: Sequence[npt.ArrayLike], n_signals: int) -> list[F64]:
-    """Return the training segments as float64 arrays after checking shape and finiteness."""
-    out: list[F64] = []
-    for i, seg in enumerate(segments):
-        arr = np.asarray(seg, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != n_signals:
-            raise ValueError(f"segment {i} must have shape (rows, {n_signals}); got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(
-                f"segment {i} contains NaN or infinite values; fill or drop them before "
-                "fitting (models.training.train_model does this)"
-            )
-        out.append(arr)
-    return out
 
 
 def sample_windows(
@@ -91,262 +52,6 @@ def sample_windows(
     return np.concatenate(parts, axis=0), total
 
 
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _config_int(config: Mapping[str, Any], key: str) -> int:
-    if key not in config:
-        raise ValueError(f"scorer config lacks {key!r}; the artifact is incomplete")
-    return _positive_int(config[key], f"config[{key!r}]")
-
-
-def _tensor(
-    tensors: Mapping[str, npt.NDArray[Any]], key: str, shape: tuple[int, ...], kind: str
-) -> npt.NDArray[Any]:
-    if key not in tensors:
-        raise ValueError(f"scorer state lacks tensor {key!r}; the artifact is incomplete")
-    arr = np.asarray(tensors[key])
-    if arr.shape != shape or arr.dtype.kind != kind:
-        raise ValueError(
-            f"tensor {key!r} has shape {arr.shape} and dtype {arr.dtype}; "
-            f"the config needs shape {shape} and dtype kind {kind!r}"
-        )
-    return arr
-
-
-class PCAScorer:
-    """Hotelling T² plus Q (squared prediction error) on a PCA model of normal readings.
-
-    PCA is fitted on every reading of the normal history (already normalised, so the
-    covariance is close to the correlation matrix); it keeps the fewest components that
-    explain ``variance`` of the total. A reading's T² measures how unusual it is *inside* the
-    normal subspace, Q how far it falls *outside* it (a broken correlation). Each is divided by
-    its mean on the training readings so that both count equally and normal data scores
-    about 2.
-
-    The score of a window is the mean of that per-reading score over the window's last
-    ``tail`` readings (default 4). Averaging a few readings cuts the noise variance of the
-    statistic about ``tail``-fold, so a single noisy reading does not trip the threshold,
-    while a real fault is seen within ``tail - 1`` readings; older readings in the window
-    would only dilute a fresh fault.
-
-    Per reading the score is the combined index ``x' Phi x`` with
-    ``Phi = P diag(1/lambda) P' / t2_scale + (I - P P') / q_scale``. Contributions are its
-    reconstruction-based contributions (Alcala & Qin 2009), ``(Phi x)_j² / Phi_jj``, averaged
-    over the same tail and normalised to shares. They are non-negative and, unlike plain
-    shares of the squared residual, they do not smear a fault in one signal onto whichever
-    correlated signal has the largest residual loading.
-
-    A constant signal (normalised to 0 in training) has no variance, so it never enters the
-    principal subspace: any later movement shows up in Q and is attributed to it.
-
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> base = rng.normal(size=(500, 1))
-    >>> normal = np.hstack([base, base, rng.normal(size=(500, 1))]).astype(np.float32)
-    >>> normal += 0.1 * rng.normal(size=normal.shape).astype(np.float32)
-    >>> scorer = PCAScorer(n_signals=3, window=8)
-    >>> _ = scorer.fit([normal])
-    >>> broken = normal[:8].copy()
-    >>> broken[-4:, 1] -= 3.0  # signal 1 stops following signal 0
-    >>> scores, contributions = scorer.score_batch(np.stack([normal[8:16], broken]))
-    >>> bool(scores[1] > 10 * scores[0]), int(contributions[1].argmax())
-    (True, 1)
-    """
-
-    name = "pca"
-
-    def __init__(
-        self,
-        n_signals: int,
-        window: int = 32,
-        *,
-        variance: float = 0.95,
-        tail: int = 4,
-        max_components: int | None = None,
-    ) -> None:
-        self.n_signals = _positive_int(n_signals, "n_signals")
-        self.window = _positive_int(window, "window")
-        if not (isinstance(variance, int | float) and 0.0 < float(variance) <= 1.0):
-            raise ValueError(f"variance must be in (0, 1], got {variance!r}")
-        self.variance = float(variance)
-        self.tail = min(_positive_int(tail, "tail"), self.window)
-        self.max_components = (
-            None if max_components is None else _positive_int(max_components, "max_components")
-        )
-        self._mean: F64 | None = None
-        self._components: F64 = np.zeros((self.n_signals, 0))
-        self._eigvals: F64 = np.zeros(0)
-        self._scales: F64 = np.ones(2)
-        self._phi: F64 = np.eye(self.n_signals)
-        self._phi_diag: F64 = np.ones(self.n_signals)
-
-    @property
-    def n_components(self) -> int:
-        return int(self._components.shape[1])
-
-    def fit(self, segments: Sequence[FloatArray], *, seed: int = 0) -> dict[str, Any]:
-        """Fit the PCA model on every reading of ``segments``; ``seed`` is unused (no
-        randomness) and accepted for the protocol."""
-        started = time.perf_counter()
-        segs = check_segments(segments, self.n_signals)
-        readings = np.concatenate(segs, axis=0) if segs else np.zeros((0, self.n_signals))
-        if readings.shape[0] < 2:
-            raise ValueError(
-                f"PCA needs at least 2 normal readings to estimate a covariance; got "
-                f"{readings.shape[0]}"
-            )
-        mean = readings.mean(axis=0)
-        centred = readings - mean
-        cov = centred.T @ centred / (readings.shape[0] - 1)
-        eigvals, eigvecs = np.linalg.eigh(cov)
-        order = np.argsort(eigvals)[::-1]
-        eigvals = np.clip(eigvals[order], 0.0, None)
-        eigvecs = eigvecs[:, order]
-        total = float(eigvals.sum())
-        if total <= 1e-12:
-            k = 0  # every signal constant: nothing varies, all deviation is residual
-        else:
-            ratio = np.cumsum(eigvals) / total
-            k = int(np.searchsorted(ratio, self.variance - 1e-12) + 1)
-            # Never keep a direction without variance: T² would divide by ~0 there.
-            k = min(k, int((eigvals > 1e-9 * total).sum()))
-            if self.max_components is not None:
-                k = min(k, self.max_components)
-            k = max(k, 1)
-        components = np.ascontiguousarray(eigvecs[:, :k])
-        lam = eigvals[:k].copy()
-        self._set_model(mean, components, lam, np.ones(2))
-        t2, resid = self._decompose(centred[:, None, :])
-        q = (resid * resid).sum(axis=-1)
-        # Floors keep the ratio finite when an index is identically ~0 in training (no
-        # components, or data exactly inside the subspace): then any deviation is a big score.
-        q_floor = 1e-6 * max(total / self.n_signals, 1.0)
-        scales = np.array([max(float(t2.mean()), 1e-6), max(float(q.mean()), q_floor)])
-        self._set_model(mean, components, lam, scales)
-        per_reading = t2[:, 0] / scales[0] + q[:, 0] / scales[1]
-        explained = float(lam.sum() / total) if total > 0 else 1.0
-        return {
-            "readings": int(readings.shape[0]),
-            "n_components": k,
-            "explained_variance": explained,
-            "t2_scale": float(scales[0]),
-            "q_scale": float(scales[1]),
-            "train_reading_score_p50": float(np.quantile(per_reading, 0.5)),
-            "train_reading_score_p99": float(np.quantile(per_reading, 0.99)),
-            "seconds": time.perf_counter() - started,
-        }
-
-    def fine_tune(
-        self, windows: FloatArray, *, epochs: int = 3, lr_scale: float = 0.3, seed: int = 0
-    ) -> dict[str, Any]:
-        """Refits the PCA model on the newest reading of each of ``windows`` (B, W, S).
-
-        For online learning (:mod:`models.online`), which fine-tunes a *copy* of the serving
-        scorer. PCA has no weights to nudge, so this is a refit from scratch with the same
-        ``variance``, ``tail`` and ``max_components`` (the number of components may change).
-        Only each window's newest reading is used: with stride-1 windows that counts every
-        reading of the stream once instead of ``window`` times. ``epochs``, ``lr_scale`` and
-        ``seed`` are accepted for the common fine-tune signature and unused.
-        """
-        arr = check_windows(windows, self.window, self.n_signals)
-        metrics = self.fit([arr[:, -1, :].astype(np.float32)], seed=seed)
-        metrics["windows"] = int(arr.shape[0])
-        return metrics
-
-    def _set_model(self, mean: F64, components: F64, lam: F64, scales: F64) -> None:
-        self._mean = mean
-        self._components = components
-        self._eigvals = lam
-        self._scales = scales
-        t2_matrix = (components / lam) @ components.T if lam.size else 0.0
-        residual_matrix = np.eye(self.n_signals) - components @ components.T
-        self._phi = t2_matrix / scales[0] + residual_matrix / scales[1]
-        # Phi_jj > 0 for every signal (it lies in the subspace or off it); the floor only
-        # guards rounding.
-        self._phi_diag = np.maximum(np.diag(self._phi), 1e-12)
-
-    def _decompose(self, centred: F64) -> tuple[F64, F64]:
-        """T² and the residual per reading, for centred readings (batch, steps, signals)."""
-        t = centred @ self._components
-        t2 = (t * t / self._eigvals).sum(axis=-1) if self._eigvals.size else t.sum(axis=-1)
-        return t2, centred - t @ self._components.T
-
-    def score_batch(self, windows: FloatArray) -> tuple[FloatArray, FloatArray]:
-        if self._mean is None:
-            raise RuntimeError("PCAScorer is not fitted; call fit() or load a trained model")
-        arr = check_windows(windows, self.window, self.n_signals)
-        batch = arr.shape[0]
-        if batch == 0:
-            return np.zeros(0, np.float32), np.zeros((0, self.n_signals), np.float32)
-        x = arr[:, -self.tail :, :] - self._mean
-        t2, resid = self._decompose(x)
-        per_reading = t2 / self._scales[0] + (resid * resid).sum(axis=-1) / self._scales[1]
-        scores = per_reading.mean(axis=1)
-
-        # Reconstruction-based contribution of the combined index: per reading the score is
-        # x' Phi x, and RBC_j = (Phi x)_j^2 / Phi_jj is how much the score drops when signal j
-        # alone is reconstructed. Non-negative, and for a fault in one signal that signal
-        # gets the largest share (Cauchy-Schwarz on the positive semi-definite Phi).
-        phi_x = x @ self._phi
-        rbc = phi_x * phi_x / self._phi_diag
-        return scores.astype(np.float32), contribution_shares(rbc.mean(axis=1))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "n_signals": self.n_signals,
-            "window": self.window,
-            "variance": self.variance,
-            "tail": self.tail,
-            "max_components": self.max_components,
-            "n_components": self.n_components,
-        }
-
-    def state_tensors(self) -> dict[str, npt.NDArray[Any]]:
-        if self._mean is None:
-            raise RuntimeError("PCAScorer is not fitted; there is no state to save")
-        return {
-            "mean": self._mean.copy(),
-            "components": self._components.copy(),
-            "eigvals": self._eigvals.copy(),
-            "scales": self._scales.copy(),
-        }
-
-    @classmethod
-    def from_state(
-        cls, config: Mapping[str, Any], tensors: Mapping[str, npt.NDArray[Any]]
-    ) -> PCAScorer:
-        if config.get("name") != cls.name:
-            raise ValueError(f"config is for scorer {config.get('name')!r}, not {cls.name!r}")
-        n_signals = _config_int(config, "n_signals")
-        max_components = config.get("max_components")
-        scorer = cls(
-            n_signals,
-            _config_int(config, "window"),
-            variance=float(config.get("variance", 0.95)),
-            tail=_config_int(config, "tail"),
-            max_components=None if max_components is None else int(max_components),
-        )
-        k = config.get("n_components")
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n_signals:
-            raise ValueError(f"config['n_components'] must be in 0..{n_signals}, got {k!r}")
-        mean = _tensor(tensors, "mean", (n_signals,), "f").astype(np.float64)
-        comps = _tensor(tensors, "components", (n_signals, k), "f").astype(np.float64)
-        lam = _tensor(tensors, "eigvals", (k,), "f").astype(np.float64)
-        scales = _tensor(tensors, "scales", (2,), "f").astype(np.float64)
-        finite = all(np.isfinite(a).all() for a in (mean, comps, lam, scales))
-        if not finite or (lam <= 0).any() or (scales <= 0).any():
-            raise ValueError(
-                "PCA state is invalid: eigenvalues and scales must be finite and positive"
-            )
-        scorer._set_model(mean, comps, lam, scales)
-        return scorer
-
-
 class HalfSpaceTreesScorer:
     """River's Half-Space Trees, trained on normal windows and frozen for scoring.
 
@@ -376,6 +81,11 @@ class HalfSpaceTreesScorer:
     training standard deviations. HST itself says nothing about which feature isolated a
     window.
 
+    No online learning: this class leaves out :class:`models.protocol.OnlineLearning` on
+    purpose. Its score is a mass ratio that each model normalises by its own training data,
+    so a fine-tuned candidate and the serving model cannot be compared on held-out windows;
+    :class:`models.online.OnlineLearner` refuses it when online learning is enabled.
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> normal = rng.normal(size=(600, 3)).astype(np.float32)
@@ -401,13 +111,13 @@ class HalfSpaceTreesScorer:
         window_stats: bool = False,
         margin: float = 1.0,
     ) -> None:
-        self.n_signals = _positive_int(n_signals, "n_signals")
-        self.window = _positive_int(window, "window")
-        self.n_trees = _positive_int(n_trees, "n_trees")
-        self.height = _positive_int(height, "height")
+        self.n_signals = positive_int(n_signals, "n_signals")
+        self.window = positive_int(window, "window")
+        self.n_trees = positive_int(n_trees, "n_trees")
+        self.height = positive_int(height, "height")
         if self.height > 20:
             raise ValueError(f"height must be at most 20 (2**21 nodes per tree), got {height}")
-        self.max_samples = _positive_int(max_samples, "max_samples")
+        self.max_samples = positive_int(max_samples, "max_samples")
         if not isinstance(window_stats, bool):
             raise ValueError(f"window_stats must be true or false, got {window_stats!r}")
         self.window_stats = window_stats
@@ -625,11 +335,11 @@ class HalfSpaceTreesScorer:
         if not isinstance(window_stats, bool):
             raise ValueError(f"config['window_stats'] must be a boolean, got {window_stats!r}")
         scorer = cls(
-            _config_int(config, "n_signals"),
-            _config_int(config, "window"),
-            n_trees=_config_int(config, "n_trees"),
-            height=_config_int(config, "height"),
-            max_samples=_config_int(config, "max_samples"),
+            config_int(config, "n_signals"),
+            config_int(config, "window"),
+            n_trees=config_int(config, "n_trees"),
+            height=config_int(config, "height"),
+            max_samples=config_int(config, "max_samples"),
             window_stats=window_stats,
             margin=float(config.get("margin", 1.0)),
         )
@@ -638,13 +348,13 @@ class HalfSpaceTreesScorer:
             raise ValueError(f"config['seed'] must be an integer, got {seed!r}")
         nodes = (scorer.n_trees, 2 ** (scorer.height + 1) - 1)
         nf = scorer.n_features
-        feature = _tensor(tensors, "feature", nodes, "i").astype(np.int64)
-        threshold = _tensor(tensors, "threshold", nodes, "f").astype(np.float64)
-        l_mass = _tensor(tensors, "l_mass", nodes, "i").astype(np.int64)
-        r_mass = _tensor(tensors, "r_mass", nodes, "i").astype(np.int64)
-        limits = _tensor(tensors, "limits", (nf, 2), "f").astype(np.float64)
-        center = _tensor(tensors, "center", (nf,), "f").astype(np.float64)
-        spread = _tensor(tensors, "spread", (nf,), "f").astype(np.float64)
+        feature = state_tensor(tensors, "feature", nodes, "i").astype(np.int64)
+        threshold = state_tensor(tensors, "threshold", nodes, "f").astype(np.float64)
+        l_mass = state_tensor(tensors, "l_mass", nodes, "i").astype(np.int64)
+        r_mass = state_tensor(tensors, "r_mass", nodes, "i").astype(np.int64)
+        limits = state_tensor(tensors, "limits", (nf, 2), "f").astype(np.float64)
+        center = state_tensor(tensors, "center", (nf,), "f").astype(np.float64)
+        spread = state_tensor(tensors, "spread", (nf,), "f").astype(np.float64)
         n_branches = 2**scorer.height - 1
         branch_feats = feature[:, :n_branches]
         if (
@@ -663,7 +373,7 @@ class HalfSpaceTreesScorer:
         scorer._feature, scorer._threshold = feature, threshold
         scorer._l_mass, scorer._r_mass = l_mass, r_mass
         scorer._limits, scorer._center, scorer._spread = limits, center, spread
-        scorer.window_size = _config_int(config, "window_size")
+        scorer.window_size = config_int(config, "window_size")
         scorer.seed = seed
         if (r_mass[:, 0] != scorer.window_size).any():
             raise ValueError(

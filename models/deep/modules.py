@@ -2,7 +2,7 @@
 
 Each module takes its hyper-parameters from a small frozen config dataclass (the
 pytorch/examples habit) and knows nothing about training, scaling or scoring; those live
-in :mod:`models.deep`. Tensors are batch-first: ``(batch, time, signals)``.
+in the rest of :mod:`models.deep`. Tensors are batch-first: ``(batch, time, signals)``.
 """
 
 from __future__ import annotations
