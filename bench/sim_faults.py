@@ -359,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             model: TrainedModel = train_model(
                 history.values,
                 history.signals,
-                segments=history.segments(max_gap_ms=60_000),
+                segments=history.segments(max_gap_intervals=20.0),
+                cadence=history.cadence(),
                 scorer=scorer,
                 window=plan.window,
                 seed=0,

@@ -52,6 +52,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from common.cadence import Cadence
 from models.protocol import FloatArray, Normalizer, Scorer
 from models.registry import scorer_from_state
 
@@ -200,6 +201,23 @@ class TrainedModel:
             version=version,
             name=scorer.name,
         )
+
+    def interval_ms(self, asset: str | None = None) -> float | None:
+        """The sampling interval training measured: the asset's own, else all assets'.
+
+        ``None`` for a model trained before intervals were measured (or on one reading).
+        """
+        cadence = self.metadata.get("cadence")
+        if not isinstance(cadence, Mapping):
+            return None
+        assets = cadence.get("assets")
+        if asset is not None and isinstance(assets, Mapping) and isinstance(
+            assets.get(asset), Mapping
+        ):
+            own = Cadence.from_json(assets[asset]).interval_ms
+            if own is not None:
+                return own
+        return Cadence.from_json(cadence).interval_ms
 
     @property
     def n_signals(self) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.cadence import Cadence
 from models.artifact import TrainedModel
 from models.protocol import FloatArray, Normalizer, Scorer
 from models.registry import DEFAULT_SCORER, create_scorer, scorer_class
@@ -211,6 +212,7 @@ def train_model(
     seed: int = 0,
     progress: Progress | None = None,
     data_summary: Mapping[str, Any] | None = None,
+    cadence: Mapping[str, Any] | None = None,
     **hyper: Any,
 ) -> TrainedModel:
     """Fit scorer ``scorer`` on normal history and return the trained model.
@@ -221,7 +223,9 @@ def train_model(
     for calibration. Missing values are carried forward within a run; rows before a
     signal's first value are dropped (both counted in ``metadata["data"]``).
     ``data_summary`` (assets, time range, source file...) is copied into
-    ``metadata["data"]``; ``hyper`` goes to the scorer's constructor.
+    ``metadata["data"]``; ``cadence`` (the sampling intervals, ``Table.cadence()``) into
+    ``metadata["cadence"]``, where the monitor reads each asset's interval; ``hyper`` goes
+    to the scorer's constructor.
 
     ``progress`` receives ``{"stage": "prepared", ...}`` before fitting, the scorer's own
     events while it fits (the deep scorers send ``epoch``, ``loss``, ``val_loss``) and
@@ -280,9 +284,11 @@ def train_model(
             if not np.isfinite(arr[np.concatenate([np.arange(a, b) for a, b in ranges]), j]).any()
         ]
         hint = f" Signals with no value at all: {never_seen}." if never_seen else ""
+        found = f"{Cadence.from_json(cadence).describe()}, " if cadence else ""
         raise ValueError(
             f"too few usable rows for window={window}: no run of at least {window} consecutive "
-            f"clean training rows (training rows {usable['rows']}, excluded "
+            f"clean training rows ({found}{n_rows} rows in {len(ranges)} segments; "
+            f"training rows {usable['rows']}, excluded "
             f"{usable['excluded_rows']}, dropped for missing values {usable['dropped_rows']}, "
             f"in runs shorter than the window {usable['short_run_rows']}).{hint} Give more "
             "history, a shorter window or a smaller validation_fraction"
@@ -359,4 +365,6 @@ def train_model(
             "validation": val.summary(),
         },
     }
+    if cadence is not None:
+        metadata["cadence"] = dict(cadence)
     return TrainedModel.create(model, names, normalizer, calibration, metadata)

@@ -195,7 +195,11 @@ def train_in_file(
     model = train_model(
         sub.values,
         sub.signals,
-        segments=sub.segments(max_gap_ms=settings.window.max_gap_ms),
+        segments=sub.segments(
+            max_gap_ms=settings.window.max_gap_ms,
+            max_gap_intervals=settings.window.max_gap_intervals,
+        ),
+        cadence=sub.cadence(),
         seed=seed,
         data_summary={"rows": int(idx.size), "source": "first part of the backtest input"},
         **kwargs,

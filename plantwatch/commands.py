@@ -156,7 +156,11 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
     model = train_model(
         table.values,
         table.signals,
-        segments=table.segments(max_gap_ms=settings.window.max_gap_ms),
+        segments=table.segments(
+            max_gap_ms=settings.window.max_gap_ms,
+            max_gap_intervals=settings.window.max_gap_intervals,
+        ),
+        cadence=table.cadence(),
         exclude=exclude,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
@@ -332,16 +336,19 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _warn_undecided(result: Any, settings: Settings) -> None:
     """Say so when many rows got no verdict, and which setting decides that."""
+    from models.thresholds.spot import MIN_BRIDGE_SCORES
+
     undecided = ~np.isfinite(result.thresholds)
     share = float(undecided.mean()) if undecided.size else 0.0
     if share <= 0.05:
         return
     calibration = len(result.model.calibration_scores) if result.model is not None else 0
     print(
-        f"warning: {share:.0%} of rows got no decision (no finite threshold yet). The "
-        f"threshold waits for threshold.grace={settings.threshold.grace} scores and the model "
-        f"brought {calibration} calibration scores; train on more rows, or lower the grace "
-        "(e.g. PLANTWATCH_THRESHOLD__GRACE=0 with PLANTWATCH_THRESHOLD__KIND=fixed)",
+        f"warning: {share:.0%} of rows got no decision (no finite threshold yet). The model "
+        f"brought {calibration} calibration scores and threshold.grace is "
+        f"{settings.threshold.grace}; with fewer than {MIN_BRIDGE_SCORES} calibration scores "
+        "the threshold waits for scores to stream in. Train on more rows (or a shorter "
+        "--window), or lower threshold.grace",
         file=sys.stderr,
     )
 

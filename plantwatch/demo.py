@@ -181,7 +181,11 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     model = train_model(
         table.values,
         table.signals,
-        segments=table.segments(max_gap_ms=settings.window.max_gap_ms),
+        segments=table.segments(
+            max_gap_ms=settings.window.max_gap_ms,
+            max_gap_intervals=settings.window.max_gap_intervals,
+        ),
+        cadence=table.cadence(),
         seed=args.seed,
         progress=training_progress(Progress("train", stream=sys.stdout)),
         data_summary={"source": str(history), "rows": len(table)},

@@ -307,7 +307,7 @@ class Monitor:
                 mean=self.model.normalizer.mean,
                 scale=self.model.normalizer.scale,
                 stale_limit=ws.stale_limit,
-                max_gap_ms=ws.max_gap_ms,
+                max_gap_ms=ws.gap_limit_ms(self.model.interval_ms(asset)),
             )
             self._windows[asset] = state
             self._thresholds[asset] = make_threshold(self.threshold_config, self._calibration)

@@ -13,12 +13,15 @@ properties (SASL, SSL, …) pass through to librdkafka untouched; secrets never 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import msgspec
 
 from common.config import Config
 
+#: The gap limit for models that carry no measured sampling interval.
+LEGACY_MAX_GAP_MS = 60_000
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential", "jaas")
 
 
@@ -80,19 +83,41 @@ class ConsumerSettings(Config, frozen=True, kw_only=True):
 class WindowSettings(Config, frozen=True, kw_only=True):
     """Per-asset windowing; the window length itself comes from the model artifact.
 
-    Readings of an asset are put in time order within each consumed batch; one older than
-    the asset's newest reading of an earlier batch is dropped and counted as ``late``.
+    Time rules are in multiples of the asset's own sampling interval (measured at training
+    and kept in the artifact), so 10 ms, 1 s and 5 min data run on the same defaults. Readings
+    of an asset are put in time order within each consumed batch; one older than the asset's
+    newest reading of an earlier batch is dropped and counted as ``late``.
+
+    >>> WindowSettings().gap_limit_ms(1000.0), WindowSettings().gap_limit_ms(300_000.0)
+    (20000, 6000000)
+    >>> WindowSettings(max_gap_ms=60_000).gap_limit_ms(300_000.0)
+    60000
     """
 
     #: Score every ``stride``-th reading's window.
     stride: Annotated[int, msgspec.Meta(ge=1)] = 1
     #: Readings a missing value may be carried forward before the window is not scored.
     stale_limit: Annotated[int, msgspec.Meta(ge=0)] = 5
-    #: A gap longer than this between readings of an asset restarts its window.
-    max_gap_ms: Annotated[int, msgspec.Meta(gt=0)] = 60_000
+    #: A gap longer than this many sampling intervals restarts the asset's window (and
+    #: splits the history in training): a window must not join two runs of the machine.
+    max_gap_intervals: Annotated[float, msgspec.Meta(gt=1)] = 20.0
+    #: The same as an absolute time, over ``max_gap_intervals`` when set.
+    max_gap_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
     #: Assets not heard from for this long (of reading time) leave memory; their state
     #: stays checkpointed and is restored when they speak again. 0 keeps every asset.
     idle_evict_ms: Annotated[int, msgspec.Meta(ge=0)] = 6 * 3_600_000
+
+    def gap_limit_ms(self, interval_ms: float | None) -> int:
+        """The longest gap a window may span, for an asset sampled every ``interval_ms``.
+
+        Without a known interval (a model trained before intervals were measured) the
+        limit is one minute, the old fixed default.
+        """
+        if self.max_gap_ms is not None:
+            return self.max_gap_ms
+        if interval_ms is None:
+            return LEGACY_MAX_GAP_MS
+        return max(1, math.ceil(self.max_gap_intervals * interval_ms))
 
 
 class DeliverySettings(Config, frozen=True, kw_only=True):

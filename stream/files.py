@@ -12,6 +12,7 @@ import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from common.cadence import cadence_of_intervals, measure_cadence
 
 TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
 #: Columns that carry ground truth in common data sets (SKAB, our simulator, NAB-style
@@ -48,24 +51,57 @@ class Table:
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
 
-    def segments(self, *, max_gap_ms: int | None = None) -> list[tuple[int, int]]:
-        """Row ranges ``[start, end)`` contiguous in time: per asset, split at long gaps.
-
-        Rows of one asset must be contiguous in the table (``read_table`` sorts them so).
-        """
-        bounds: list[tuple[int, int]] = []
+    def asset_rows(self) -> list[tuple[object, int, int]]:
+        """``(asset, start, end)`` of each asset's rows (one range when there is no asset)."""
         n = len(self)
         if n == 0:
-            return bounds
-        cut = np.zeros(n, dtype=bool)
-        cut[0] = True
+            return []
+        if self.assets is None:
+            return [(None, 0, n)]
+        change = np.flatnonzero(self.assets[1:] != self.assets[:-1]) + 1
+        starts = [0, *change.tolist()]
+        ends = [*change.tolist(), n]
+        return [(self.assets[s], s, e) for s, e in zip(starts, ends, strict=True)]
+
+    def cadence(self) -> dict[str, Any]:
+        """Each asset's sampling interval, and all assets' pooled (``Cadence.to_json``).
+
+        ``{"interval_ms": …, "p10_ms": …, "p90_ms": …, "intervals": …, "assets": {…}}``;
+        the model artifact keeps it, so the monitor judges gaps in the asset's own terms.
+        """
+        per_asset = {
+            str(asset): measure_cadence(self.ts_ms[s:e]) for asset, s, e in self.asset_rows()
+        }
+        diffs = [np.diff(self.ts_ms[s:e]) for _, s, e in self.asset_rows()]
+        out = cadence_of_intervals(np.concatenate(diffs) if diffs else []).to_json()
         if self.assets is not None:
-            cut[1:] |= self.assets[1:] != self.assets[:-1]
-        if max_gap_ms is not None:
-            cut[1:] |= np.diff(self.ts_ms) > max_gap_ms
-        starts = np.flatnonzero(cut)
-        ends = [*starts[1:].tolist(), n]
-        bounds = [(int(s), int(e)) for s, e in zip(starts.tolist(), ends, strict=True)]
+            out["assets"] = {a: c.to_json() for a, c in per_asset.items()}
+        return out
+
+    def segments(
+        self, *, max_gap_ms: int | None = None, max_gap_intervals: float | None = None
+    ) -> list[tuple[int, int]]:
+        """Row ranges ``[start, end)`` contiguous in time: per asset, split at long gaps.
+
+        A gap is longer than ``max_gap_ms`` or, when that is None, longer than
+        ``max_gap_intervals`` times the asset's own median interval (so minute data is not
+        cut at every row). Rows of one asset must be contiguous in the table (``read_table``
+        sorts them so).
+        """
+        bounds: list[tuple[int, int]] = []
+        for _, start, end in self.asset_rows():
+            ts = self.ts_ms[start:end]
+            limit: float | None = max_gap_ms
+            if limit is None and max_gap_intervals is not None:
+                interval = measure_cadence(ts).interval_ms
+                limit = None if interval is None else max_gap_intervals * interval
+            cut = np.zeros(end - start, dtype=bool)
+            cut[0] = True
+            if limit is not None:
+                cut[1:] |= np.diff(ts) > limit
+            starts = (np.flatnonzero(cut) + start).tolist()
+            ends = [*starts[1:], end]
+            bounds.extend((int(s), int(e)) for s, e in zip(starts, ends, strict=True))
         return bounds
 
 

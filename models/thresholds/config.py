@@ -57,7 +57,7 @@ class ThresholdConfig(Config, frozen=True, kw_only=True):
     q: Probability = 1e-4
     level: Probability = 0.98
     depth: Annotated[int, msgspec.Meta(ge=1)] = 200
-    grace: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    grace: Annotated[int, msgspec.Meta(ge=0)] = 0
     critical_q: Probability | None = None
     fixed_value: Finite | None = None
     quantile: Probability = 0.99

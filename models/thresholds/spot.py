@@ -25,6 +25,18 @@ the calibration buffer of the grace period, the tail, the snapshot. A subclass c
 the tail is calibrated on (:meth:`SPOTThreshold._calibration_sample`), how a tail threshold
 reads in score units (:meth:`SPOTThreshold._in_score_units`), how the scores after
 calibration are judged (:meth:`SPOTThreshold._decide`) and what else it snapshots.
+
+**A conservative start when the calibration is thin.** A model trained on a short history
+brings fewer calibration scores than a tail needs (``ceil(MIN_PEAKS / (1 - level))``, 500 at
+the default level). Rather than deciding nothing until enough scores have streamed by (and
+learning them unprotected, faults included), SPOT then starts from a *bridge* threshold:
+a tail fitted to the thin calibration at the level that still leaves ``MIN_PEAKS`` peaks,
+extrapolated to ``q``, and never below the highest calibration score. Scores over the bridge
+are anomalous and are not learned; the others fill the calibration buffer, and once it
+holds enough the real tail replaces the bridge (the threshold tightens as scores arrive).
+The bridge is a function of the artifact's calibration alone, so the decisions do not
+depend on how the stream is cut into batches. With fewer than ``MIN_BRIDGE_SCORES``
+calibration scores there is no bridge: nothing is decided until the tail exists.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -40,15 +53,20 @@ from models.thresholds.base import (
     BoolArray,
     FloatArray,
     Verdicts,
+    as_float,
     as_floats,
     as_int,
     check_learn,
     check_scores,
+    ratio_verdicts,
     snapshot_header,
     undecided,
 )
 from models.thresholds.config import MIN_PEAKS, ThresholdConfig
 from models.thresholds.tail import Tail
+
+#: Calibration scores below which no bridge threshold is attempted.
+MIN_BRIDGE_SCORES = 2 * MIN_PEAKS
 
 #: Batches up to this many scores take a plain Python loop: numpy's per-call overhead would
 #: dominate. Both paths do the same floating-point operations in the same order.
@@ -88,6 +106,25 @@ def min_calibration(config: ThresholdConfig) -> int:
     return math.ceil(MIN_PEAKS / (1.0 - config.level))
 
 
+def bridge_threshold(config: ThresholdConfig, calibration: FloatArray) -> float | None:
+    """A conservative threshold from a calibration too thin for the configured tail.
+
+    >>> rng = np.random.default_rng(0)
+    >>> cal = rng.exponential(size=300)
+    >>> round(bridge_threshold(ThresholdConfig(q=1e-3), cal), 1) >= round(float(cal.max()), 1)
+    True
+    >>> bridge_threshold(ThresholdConfig(), cal[:10]) is None
+    True
+    """
+    n = calibration.size
+    if n < MIN_BRIDGE_SCORES:
+        return None
+    level = max(0.5, min(config.level, 1.0 - MIN_PEAKS / n))
+    thin = msgspec.structs.replace(config, level=level, kind="spot")
+    tail = Tail.calibrate(thin, calibration)
+    return max(float(tail.zq), float(calibration.max()))
+
+
 class SPOTThreshold:
     """Streaming peaks-over-threshold (SPOT, Siffer et al. 2017) with amortised refits.
 
@@ -106,6 +143,8 @@ class SPOTThreshold:
         self._buffer: _CalibrationBuffer | None = _CalibrationBuffer(cal)
         self._tail: Tail | None = None
         self._absorb(np.zeros(0), np.zeros(0, dtype=np.bool_))
+        #: While the buffer fills: the conservative threshold from a thin calibration.
+        self._bridge = None if self._buffer is None else bridge_threshold(config, cal)
 
     # -- what a subclass changes --------------------------------------------------------------
 
@@ -174,7 +213,9 @@ class SPOTThreshold:
 
     @property
     def value(self) -> float:
-        return math.inf if self._tail is None else self._in_score_units(self._tail.zq)
+        if self._tail is None:
+            return math.inf if self._bridge is None else self._bridge
+        return self._in_score_units(self._tail.zq)
 
     @property
     def peaks_stored(self) -> int:
@@ -185,7 +226,22 @@ class SPOTThreshold:
         x = check_scores(scores)
         flags = check_learn(learn, x.size)
         verdicts = undecided(x.size)
-        start = self._absorb(x, flags)
+        bridge = self._bridge if self._buffer is not None else None
+        if bridge is not None:
+            # Protection: a score over the bridge is judged anomalous and never learned.
+            over = x > bridge
+            decided = self._n_seen + np.arange(x.size) >= self.config.grace
+            start = self._absorb(x, flags & ~over)
+            thresholds, anomalous, severity = verdicts
+            thresholds[:start] = np.where(decided[:start], bridge, math.inf)
+            anomalous[:start] = over[:start] & decided[:start]
+            severity[:start] = ratio_verdicts(
+                x[:start], thresholds[:start], anomalous[:start], self.config.critical_ratio
+            )[2]
+            if self._buffer is None:
+                self._bridge = None
+        else:
+            start = self._absorb(x, flags)
         if self._tail is not None and start < x.size:
             self._decide(self._tail, x, flags, start, verdicts)
             self._n_seen += x.size - start
@@ -197,6 +253,7 @@ class SPOTThreshold:
             "n_seen": self._n_seen,
             "buffer": None if self._buffer is None else self._buffer.data().tolist(),
             "tail": None if self._tail is None else self._tail.to_json(),
+            "bridge": self._bridge,
             **self._state(),
         }
 
@@ -209,6 +266,8 @@ class SPOTThreshold:
         buffer = snap["buffer"]
         th._buffer = None if buffer is None else _CalibrationBuffer(as_floats(buffer, "buffer"))
         th._tail = None if snap["tail"] is None else Tail.from_json(config, snap["tail"])
+        bridge = snap.get("bridge")  # absent in snapshots made before bridges existed
+        th._bridge = None if bridge is None or th._buffer is None else as_float(bridge, "bridge")
         if (th._buffer is None) == (th._tail is None):
             raise ValueError(
                 f"a {cls.kind.upper()} snapshot holds either a calibration buffer or a tail"
