@@ -1,8 +1,14 @@
 """The alert message other systems consume from ``plantwatch.alerts`` (``plantwatch.alert/v1``).
 
 Every field DESIGN fixes is here under its documented name and type; the extra fields
-(``peak_score``, ``ratio``, ``reason``, ``window_at``) explain the alert to an operator and
-are additive, so a consumer written against DESIGN's example keeps working.
+(``peak_score``, ``ratio``, ``reason``, ``window_at``, ``kind``) explain the alert to an
+operator and are additive, so a consumer written against DESIGN's example keeps working.
+
+``kind`` says what raised the alert: ``anomaly`` (the model's score over its threshold, the
+default, so an event written before the field existed decodes as one), ``sensor`` (a
+sensor-health rule, one of :data:`SENSOR_RULES`, named at the start of ``reason``, its signal
+the only entry of ``top_signals``), or ``quality`` (a predicted quality value outside its
+spec limits).
 
 >>> ev = AlertEvent(
 ...     alert_id="0" * 32, event="opened", asset="pump-17", severity="warning",
@@ -28,6 +34,15 @@ SCHEMA: Final = "plantwatch.alert/v1"
 
 EventKind = Literal["opened", "updated", "resolved"]
 SeverityName = Literal["warning", "critical"]
+
+#: What raised an alert (DESIGN: the additive ``kind`` field of AlertEvent).
+AlertKind = Literal["anomaly", "sensor", "quality"]
+ALERT_KINDS: Final[tuple[AlertKind, ...]] = ("anomaly", "sensor", "quality")
+
+#: The sensor-health rules a ``sensor`` alert names (DESIGN). ``models.health`` spells the
+#: same words; the orchestration layer hands them over as plain strings.
+SensorRule = Literal["stuck", "spike", "out_of_range"]
+SENSOR_RULES: Final[tuple[SensorRule, ...]] = ("stuck", "spike", "out_of_range")
 
 #: Severity levels as the threshold layer numbers them (0 means "not anomalous").
 SEVERITY_NAMES: dict[int, SeverityName] = {1: "warning", 2: "critical"}
@@ -58,7 +73,7 @@ class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
     ``score``/``threshold``/``ratio``/``top_signals`` describe that window for ``opened`` and
     ``updated``, and the episode's peak window for ``resolved``. ``peak_score`` is the highest
     score seen in the episode so far. ``ratio`` is score / threshold (``null`` when the
-    threshold is not positive).
+    threshold is not positive). ``kind`` is what raised the alert (see the module docstring).
     """
 
     schema: Literal["plantwatch.alert/v1"] = SCHEMA
@@ -77,6 +92,7 @@ class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
     ratio: float | None
     reason: str
     window_at: str
+    kind: AlertKind = "anomaly"
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -26,7 +26,9 @@ import numpy.typing as npt
 
 from common.cadence import Cadence
 from models.artifact import TrainedModel
+from models.health import SensorHealthProfile
 from models.protocol import FloatArray, Normalizer, Scorer
+from models.rebaseline import BaselineSubspace
 from models.registry import DEFAULT_SCORER, create_scorer, scorer_class
 
 # Fewer validation windows than this make a poor threshold start; training windows (a
@@ -295,6 +297,8 @@ def train_model(
         )
 
     normalizer = Normalizer.fit(np.concatenate(train.blocks, axis=0))
+    # The directions normal operation moves in: what re-baselining may absorb.
+    subspace = BaselineSubspace.fit(normalizer.transform(np.concatenate(train.blocks, axis=0)))
     train_blocks = [normalizer.transform(b) for b in train.blocks]
     val_blocks = [normalizer.transform(b) for b in val.blocks]
     n_train_windows = train.n_windows
@@ -367,4 +371,9 @@ def train_model(
     }
     if cadence is not None:
         metadata["cadence"] = dict(cadence)
+    metadata["baseline_subspace"] = subspace.to_json()
+    # Sensor health learns from the raw readings of the same history (known-bad rows out).
+    raw = arr.copy()
+    raw[~keep] = np.nan
+    metadata["sensor_health"] = SensorHealthProfile.fit(raw, ranges, names).to_json()
     return TrainedModel.create(model, names, normalizer, calibration, metadata)

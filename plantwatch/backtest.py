@@ -8,6 +8,7 @@ No label is ever given to the monitor: labels are used only afterwards, to evalu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 from alerts.events import AlertEvent
 from common.progress import Progress
+from common.timestamps import parse_ts
 from models.artifact import TrainedModel
 from models.training import train_model
 from plantwatch.monitor import Monitor
@@ -147,6 +149,16 @@ def replay(
             progress.update(min(start + batch_rows, len(feed)))
     if progress is not None:
         progress.close()
+    _mark_sensor_alerts(
+        anomaly,
+        top_signal,
+        view.ts_ms[rows],
+        view.assets[rows] if view.assets is not None else None,
+        default_asset,
+        events,
+        lookback_ms=lambda asset: settings.sensor_health.spike_max_readings
+        * (model.interval_ms(asset) or 0.0),
+    )
     return BacktestResult(
         rows=rows,
         ts_ms=view.ts_ms[rows],
@@ -161,6 +173,45 @@ def replay(
         events=events,
         model=model,
     )
+
+
+def _mark_sensor_alerts(
+    anomaly: npt.NDArray[np.int8],
+    top_signal: list[str],
+    ts_ms: npt.NDArray[np.int64],
+    assets: npt.NDArray[np.object_] | None,
+    default_asset: str,
+    events: list[AlertEvent],
+    *,
+    lookback_ms: Callable[[str], float],
+) -> None:
+    """Rows inside an open sensor alert are alerted too: an operator is told of both.
+
+    From the reading that opened it to the one that resolved it (or the end), like the
+    anomaly column; the row's top signal names the sensor. A spike is known only when the
+    signal has come back, so its alert also covers the readings of the excursion before.
+    """
+    opened: dict[str, AlertEvent] = {}
+    spans: list[tuple[AlertEvent, int | None]] = []
+    for event in events:
+        if event.kind != "sensor":
+            continue
+        if event.event == "opened":
+            opened[event.alert_id] = event
+        elif event.event == "resolved" and event.alert_id in opened:
+            spans.append((opened.pop(event.alert_id), parse_ts(event.window_at)))
+    spans.extend((event, None) for event in opened.values())
+    for event, end_ms in spans:
+        start_ms = parse_ts(event.window_at)
+        if event.reason.startswith("spike"):
+            start_ms -= int(lookback_ms(event.asset))
+        rows = (ts_ms >= start_ms) & (ts_ms <= (end_ms if end_ms is not None else ts_ms.max()))
+        rows &= assets == event.asset if assets is not None else event.asset == default_asset
+        anomaly[rows] = 1
+        signal = event.top_signals[0].signal if event.top_signals else ""
+        for j in np.flatnonzero(rows).tolist():
+            if not top_signal[j]:
+                top_signal[j] = signal
 
 
 def train_in_file(

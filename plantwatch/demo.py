@@ -127,7 +127,8 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     bootstrap = settings.kafka.bootstrap_servers
     run_id = uuid.uuid4().hex[:8]
     names = {
-        name: f"plantwatch.demo-{run_id}.{name}" for name in ("sensors", "alerts", "dlq", "state")
+        name: f"plantwatch.demo-{run_id}.{name}"
+        for name in ("sensors", "alerts", "dlq", "notices", "state")
     }
     port = free_port(preferred=settings.metrics.port)
     settings = with_overrides(

@@ -21,12 +21,17 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.events import AlertEvent
+from alerts.notices import Notice
 from alerts.policy import AlertConfig, AlertPolicy, Decision
 from models.artifact import TrainedModel
 from models.drift import DriftConfig, DriftEvent, DriftMonitor
+from models.health import SensorHealthConfig
 from models.online import ModelSwap, OnlineConfig, OnlineLearner
+from models.rebaseline import RebaselineConfig
 from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
+from plantwatch.baselines import Baselines
+from plantwatch.sensors import SensorWatch
 from plantwatch.settings import Settings
 from stream.config import WindowSettings
 from stream.schema import SensorReading
@@ -87,6 +92,8 @@ class Outcome:
     drift: list[tuple[str, int, DriftEvent]] = field(default_factory=list)
     #: A model swap or rollback by online learning that takes effect from the next batch.
     swap: ModelSwap | None = None
+    #: What the monitor noticed about assets (re-baselining), for ``plantwatch.notices``.
+    notices: list[Notice] = field(default_factory=list)
     #: Parked snapshots that could not be restored (another model): (asset, why); those
     #: assets start afresh.
     not_restored: list[tuple[str, str]] = field(default_factory=list)
@@ -122,8 +129,12 @@ class Monitor:
         drift: DriftConfig | None = None,
         online: OnlineConfig | None = None,
         online_guard_ms: int = 600_000,
+        rebaseline: RebaselineConfig | None = None,
+        sensor_health: SensorHealthConfig | None = None,
     ) -> None:
         self.model = model
+        self.sensors = SensorWatch(model, sensor_health or SensorHealthConfig())
+        self.baselines = Baselines(model, rebaseline or RebaselineConfig())
         self.window_settings = window or WindowSettings()
         self.threshold_config = threshold or ThresholdConfig()
         self.drift_config = drift or DriftConfig()
@@ -157,6 +168,8 @@ class Monitor:
             drift=settings.drift,
             online=settings.online,
             online_guard_ms=settings.online.guard_ms,
+            rebaseline=settings.rebaseline,
+            sensor_health=settings.sensor_health,
         )
 
     # -- the data flow ----------------------------------------------------------------------
@@ -175,23 +188,32 @@ class Monitor:
         assets: list[str] = []
         ts: list[int] = []
         sources: list[int] = []
+        accepted: list[int] = []
         for i in order:
             reading = readings[i]
             state = self._window_for(reading.asset)
             result = state.push(reading.ts_ms, reading.values)
             outcome.pushes[result.value] += 1
+            if result is not Push.LATE:
+                accepted.append(i)
             if result is Push.READY:
                 windows.append(state.window().copy())
                 assets.append(reading.asset)
                 ts.append(reading.ts_ms)
                 sources.append(i)
+        # Sensor health judges every accepted reading, whether or not a window was scored.
+        outcome.events.extend(self.sensors.check(readings, accepted, self.policy, now_ms))
         if not windows:
             return outcome
         batch = np.stack(windows)
+        # Levels before any re-baselining offset: what the baseline watch compares.
+        levels = batch.mean(axis=1, dtype=np.float64)
+        raw = batch.copy() if self.baselines.enabled else batch
+        self.baselines.apply(list(_runs(assets)), batch)
         started = time.perf_counter()
         scores, contributions = self.model.scorer.score_batch(batch)
         outcome.score_seconds = time.perf_counter() - started
-        outcome.scored, outcome.events, eligible = self._judge(
+        outcome.scored, judged, eligible = self._judge(
             assets,
             np.asarray(ts, np.int64),
             np.asarray(sources, np.int64),
@@ -199,6 +221,23 @@ class Monitor:
             np.asarray(contributions, np.float32),
             now_ms,
         )
+        # Anomaly events first, then the sensor events of the batch, then re-baselining.
+        outcome.events[:0] = judged
+        scored = outcome.scored
+        runs = list(_runs(scored.assets))
+        last = {asset: raw[end - 1] for asset, _, end in runs}
+
+        def normal_after(asset: str, offset: npt.NDArray[np.float64]) -> bool:
+            """Would the asset's newest window, relative to ``offset``, be judged normal?"""
+            window = (last[asset] - offset.astype(np.float32))[None]
+            score = float(np.asarray(self.model.scorer.score_batch(window)[0])[0])
+            return score <= self._thresholds[asset].value
+
+        events, notices = self.baselines.watch(
+            runs, scored.ts_ms, levels, scored.alert_open, self.policy, now_ms, normal_after
+        )
+        outcome.events.extend(events)
+        outcome.notices.extend(notices)
         outcome.drift = self._watch_drift(outcome.scored, batch)
         if self.learner is not None:
             outcome.swap = self._learn(batch, outcome.scored, eligible)
@@ -339,6 +378,8 @@ class Monitor:
             "alert": self.policy.snapshot_asset(asset),
             "drift": self._drift[asset].snapshot() if asset in self._drift else None,
             "last_abnormal_ms": self._last_abnormal_ms.get(asset),
+            "baseline": self.baselines.snapshot_asset(asset),
+            "health": self.sensors.snapshot_asset(asset),
         }
 
     # -- assets not in memory -----------------------------------------------------------------
@@ -363,7 +404,7 @@ class Monitor:
             for asset, state in self._windows.items()
             if state.last_ts_ms is not None
             and state.last_ts_ms < cutoff
-            and self.policy.phase(asset) != "open"
+            and not self.policy.has_open(asset)
         ]
         for asset in idle:
             snap = self.snapshot_asset(asset)
@@ -402,6 +443,10 @@ class Monitor:
             self._drift[asset] = DriftMonitor.restore(snap["drift"])
         if snap.get("last_abnormal_ms") is not None:
             self._last_abnormal_ms[asset] = int(snap["last_abnormal_ms"])
+        if snap.get("baseline") is not None:
+            self.baselines.restore_asset(asset, snap["baseline"])
+        if snap.get("health") is not None:
+            self.sensors.restore_asset(asset, snap["health"])
 
     def forget(self, assets: Iterable[str]) -> None:
         """Drop the state of assets this process no longer owns (parked ones too)."""
@@ -421,6 +466,8 @@ class Monitor:
             self._thresholds.pop(asset, None)
             self._drift.pop(asset, None)
             self._last_abnormal_ms.pop(asset, None)
+        self.baselines.forget(gone)
+        self.sensors.forget(gone)
         self.policy.forget(gone)
 
 

@@ -31,8 +31,8 @@ from types import FrameType
 
 from confluent_kafka import TopicPartition
 
-from alerts.events import DRIFT_SCHEMA, DriftNotice, ModelRef, encode_drift
 from alerts.metrics import Metrics
+from alerts.notices import NOTICE_SCHEMA, Notice, encode_notice
 from alerts.publisher import AlertPublisher, DeliveryError
 from common.timestamps import format_ts
 from models.artifact import TrainedModel
@@ -106,6 +106,7 @@ class RunLoop:
                 s.topics.sensors: {},
                 s.topics.alerts: {},
                 s.topics.dlq: {},
+                s.topics.notices: {},
                 s.topics.state: STATE_TOPIC_CONFIG,
             },
         )
@@ -181,7 +182,7 @@ class RunLoop:
             outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
             _log_not_restored(outcome)
             self._publisher.publish(outcome.events)
-            self._publish_drift(outcome)
+            self._publish_notices(outcome)
             self._flush()
             self._note_swap(outcome)
             self._observe(batch, outcome)
@@ -207,7 +208,7 @@ class RunLoop:
             outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
             _log_not_restored(outcome)
             publisher.publish(outcome.events)
-            self._publish_drift(outcome)
+            self._publish_notices(outcome)
             for asset in sorted({r.asset for r in batch.readings}):
                 snap = self.monitor.snapshot_asset(asset)
                 if snap is not None:
@@ -234,30 +235,31 @@ class RunLoop:
         if self.on_batch is not None:
             self.on_batch(outcome, self.stats)
 
-    def _publish_drift(self, outcome: Outcome) -> None:
-        if not outcome.drift or self._publisher is None:
+    def _publish_notices(self, outcome: Outcome) -> None:
+        """Drift and re-baselining go to the notices topic (the alert topic: alerts only)."""
+        if self._publisher is None:
             return
-        now = _now_ms()
-        model = ModelRef(self.monitor.model.name, self.monitor.model.version)
+        notices = list(outcome.notices)
         for asset, ts_ms, ev in outcome.drift:
-            notice = DriftNotice(
-                asset=asset,
-                kind=ev.kind,
-                signal=ev.signal,
-                direction=ev.direction,
-                detected_at=format_ts(now),
-                window_at=format_ts(ts_ms),
-                is_drift=ev.is_drift,
-                anomalous_fraction=ev.anomalous_fraction,
-                reference_mean=ev.reference_mean,
-                mean_since_reference=ev.mean_since_reference,
-                model=model,
-            )
-            self._publisher.produce(
-                self.settings.topics.alerts,
-                asset.encode(),
-                encode_drift(notice),
-                [("schema", DRIFT_SCHEMA.encode())],
+            notices.append(
+                Notice(
+                    notice="drift",
+                    asset=asset,
+                    at=format_ts(ts_ms),
+                    detail={
+                        "kind": ev.kind,
+                        "signal": ev.signal,
+                        "direction": ev.direction,
+                        "is_drift": ev.is_drift,
+                        "anomalous_fraction": ev.anomalous_fraction,
+                        "reference_mean": ev.reference_mean,
+                        "mean_since_reference": ev.mean_since_reference,
+                        "model": {
+                            "name": self.monitor.model.name,
+                            "version": self.monitor.model.version,
+                        },
+                    },
+                )
             )
             self.metrics.drift_events.labels(kind=ev.kind if ev.is_drift else "anomaly").inc()
             log.info(
@@ -268,6 +270,15 @@ class RunLoop:
                 ev.direction,
                 ev.anomalous_fraction,
             )
+        for notice in notices:
+            self._publisher.produce(
+                self.settings.topics.notices,
+                notice.asset.encode(),
+                encode_notice(notice),
+                [("schema", NOTICE_SCHEMA.encode())],
+            )
+            if notice.notice == "rebaselined":
+                log.warning("%s re-baselined at %s: %s", notice.asset, notice.at, notice.detail)
 
     def _note_swap(self, outcome: Outcome) -> None:
         swap = outcome.swap

@@ -40,7 +40,9 @@ from alerts.metrics import MetricsSettings
 from alerts.policy import AlertConfig
 from common.config import Config
 from models.drift import DriftConfig
+from models.health import SensorHealthConfig
 from models.online import OnlineConfig
+from models.rebaseline import RebaselineConfig
 from models.thresholds import ThresholdConfig
 from stream.config import (
     ConsumerSettings,
@@ -78,6 +80,8 @@ class Settings(Config, frozen=True, kw_only=True):
     alert: AlertConfig = msgspec.field(default_factory=AlertConfig)
     drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
     online: OnlineConfig = msgspec.field(default_factory=OnlineConfig)
+    rebaseline: RebaselineConfig = msgspec.field(default_factory=RebaselineConfig)
+    sensor_health: SensorHealthConfig = msgspec.field(default_factory=SensorHealthConfig)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)

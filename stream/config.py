@@ -65,6 +65,8 @@ class TopicSettings(Config, frozen=True, kw_only=True):
     sensors: str = "plantwatch.sensors"
     alerts: str = "plantwatch.alerts"
     dlq: str = "plantwatch.dlq"
+    #: What the monitor says about itself: drift, re-baselining (``plantwatch.notice/v1``).
+    notices: str = "plantwatch.notices"
     #: Compacted changelog of per-asset state (windows, thresholds, alert state).
     state: str = "plantwatch.state"
     labels: str = "plantwatch.labels"

@@ -92,6 +92,7 @@ def test_designs_example_parses_once_the_extra_fields_are_added() -> None:
         ("severity", "info", "severity"),
         ("score", "high", "score"),
         ("top_signals", [{"signal": "a"}], "contribution"),
+        ("kind", "weather", "kind"),
     ],
 )
 def test_decode_refuses_what_is_not_v1(field: str, value: object, message: str) -> None:
@@ -99,6 +100,33 @@ def test_decode_refuses_what_is_not_v1(field: str, value: object, message: str) 
     obj[field] = value
     with pytest.raises(ValueError, match=message):
         decode_event(json.dumps(obj).encode())
+
+
+def test_an_event_without_kind_decodes_as_an_anomaly() -> None:
+    obj = json.loads(encode_event(sample()))
+    del obj["kind"]  # as written before the field existed
+    ev = decode_event(json.dumps(obj).encode())
+    assert ev.kind == "anomaly" and ev == sample()
+
+
+def test_kind_is_an_extra_after_designs_fields() -> None:
+    obj = json.loads(encode_event(sample(kind="sensor")))
+    assert obj["kind"] == "sensor"
+    assert list(obj).index("kind") >= len(DESIGN_FIELDS)
+    assert json.loads(encode_event(sample()))["kind"] == "anomaly"
+
+
+def test_a_consumer_that_ignores_kind_reads_every_event() -> None:
+    class DesignOnly(msgspec.Struct):  # a consumer written against DESIGN's example
+        alert_id: str
+        event: str
+        asset: str
+        top_signals: list[TopSignal]
+
+    for kind in ("anomaly", "sensor", "quality"):
+        data = encode_event(sample(kind=kind, top_signals=[TopSignal("temp", 1.0)]))
+        seen = msgspec.json.decode(data, type=DesignOnly)
+        assert seen.asset == "pump-17" and seen.top_signals == [TopSignal("temp", 1.0)]
 
 
 def test_decode_refuses_non_json() -> None:
@@ -127,6 +155,7 @@ events = st.builds(
     ratio=st.none() | finite,
     reason=st.text(max_size=80),
     window_at=times,
+    kind=st.sampled_from(["anomaly", "sensor", "quality"]),
 )
 
 

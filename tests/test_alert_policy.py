@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Sequence
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from alerts.events import AlertEvent, decode_event, encode_event
-from alerts.policy import AlertConfig, AlertPolicy, Decision, alert_id_for
+from alerts.policy import SENSOR_ALERT_DEFAULTS, AlertConfig, AlertPolicy, Decision, alert_id_for
 from common.timestamps import format_ts, parse_ts
 
 T0 = 1_795_899_600_000  # 2026-11-28T21:00:00Z
@@ -631,3 +633,629 @@ class PolicyMachine(RuleBasedStateMachine):
 
 PolicyMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=60, deadline=None)
 TestPolicyMachine = PolicyMachine.TestCase
+
+
+# -- sensor alerts: tracks of their own through the same machine -----------------------------
+
+
+def sensor(
+    i: int,
+    flagged: bool,
+    *,
+    rule: str = "stuck",
+    signal: str = "temp",
+    asset: str = "pump-1",
+    score: float = 40.0,
+    limit: float = 30.0,
+) -> Decision:
+    """Reading ``i`` of one signal as judged by one sensor-health rule."""
+    return Decision(
+        asset=asset,
+        ts_ms=T0 + i * 1_000,
+        score=score if flagged else 0.0,
+        threshold=limit,
+        anomalous=flagged,
+        severity=0,
+        contributions={},
+        model_name="lstm-ae",
+        model_version="7",
+        kind="sensor",
+        rule=rule,
+        signal=signal,
+    )
+
+
+def test_a_sensor_decision_opens_and_resolves_its_own_alert() -> None:
+    policy = AlertPolicy(sensor=AlertConfig(k=1, n=1, m=3, cooldown_ms=0))
+    events = [e for i in range(5) for e in policy.step(sensor(i, i < 2), now_ms=NOW)]
+    assert [e.event for e in events] == ["opened", "resolved"]
+    opened, resolved = events
+    assert opened.kind == resolved.kind == "sensor"
+    assert opened.reason == "stuck: temp at 40, over its limit 30"
+    assert resolved.reason == "stuck: temp back to normal for 3 readings in a row"
+    assert [(t.signal, t.contribution) for t in opened.top_signals] == [("temp", 1.0)]
+    assert opened.ratio == pytest.approx(40 / 30) and opened.severity == "warning"
+    assert resolved.ended_at == format_ts(T0 + 1_000)
+    assert (
+        opened.alert_id
+        == resolved.alert_id
+        == alert_id_for("pump-1", "lstm-ae", T0, kind="sensor", rule="stuck", signal="temp")
+    )
+    assert decode_event(encode_event(opened)) == opened
+    assert json.loads(encode_event(opened))["kind"] == "sensor"
+
+
+@pytest.mark.parametrize("rule", ["stuck", "spike", "out_of_range"])
+def test_a_sensor_events_reason_names_its_rule(rule: str) -> None:
+    policy = AlertPolicy(sensor=AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
+    events = [e for i in range(2) for e in policy.step(sensor(i, i == 0, rule=rule), now_ms=NOW)]
+    assert [e.event for e in events] == ["opened", "resolved"]
+    assert all(e.reason.startswith(f"{rule}: temp") for e in events)
+
+
+def test_a_sensor_alert_and_the_anomaly_alert_are_independent() -> None:
+    policy = AlertPolicy(
+        AlertConfig(k=2, n=3, m=2, cooldown_ms=0), sensor=AlertConfig(k=1, n=1, m=4)
+    )
+    log: list[tuple[int, str, str]] = []
+    for i, (anomalous, stuck) in enumerate(
+        [(True, True), (True, True), (False, True), (False, True), (False, False)]
+        + [(False, False)] * 4
+    ):
+        for d in (dec(i, anomalous), sensor(i, stuck), sensor(i, False, signal="flow")):
+            log += [(i, e.kind, e.event) for e in policy.step(d, now_ms=NOW)]
+    assert log == [
+        (0, "sensor", "opened"),  # the sensor rule debounced already: k = n = 1
+        (1, "anomaly", "opened"),
+        (3, "anomaly", "resolved"),
+        (7, "sensor", "resolved"),  # m = 4 readings back to normal
+    ]
+    assert policy.phase("pump-1") == "idle"
+    assert policy.phase("pump-1", "sensor", "stuck", "temp") == "cooling"
+    assert policy.phase("pump-1", "sensor", "stuck", "flow") == "idle"
+
+
+def test_open_alerts_count_every_kind() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=5))
+    policy.step(dec(0, True), now_ms=NOW)
+    policy.step(sensor(0, True), now_ms=NOW)
+    policy.step(sensor(0, True, rule="spike"), now_ms=NOW)
+    policy.step(sensor(0, True, asset="fan-2", signal="rpm"), now_ms=NOW)
+    assert policy.open_alerts() == 4
+    assert policy.has_open("pump-1") and policy.has_open("fan-2") and not policy.has_open("x")
+    assert policy.open_tracks("pump-1") == [
+        ("anomaly", None, None),
+        ("sensor", "stuck", "temp"),
+        ("sensor", "spike", "temp"),
+    ]
+    assert policy.phase("fan-2") == "idle"  # its anomaly alert: never stepped
+    assert policy.phase("fan-2", "sensor", "stuck", "rpm") == "open"
+
+
+def test_sensor_alert_ids_differ_from_anomaly_ids_and_from_each_other() -> None:
+    ids = {
+        alert_id_for("pump-1", "lstm-ae", T0),
+        alert_id_for("pump-1", "lstm-ae", T0, kind="sensor", rule="stuck", signal="temp"),
+        alert_id_for("pump-1", "lstm-ae", T0, kind="sensor", rule="spike", signal="temp"),
+        alert_id_for("pump-1", "lstm-ae", T0, kind="sensor", rule="stuck", signal="flow"),
+        alert_id_for("pump-2", "lstm-ae", T0, kind="sensor", rule="stuck", signal="temp"),
+        alert_id_for("pump-1", "lstm-ae", T0 + 1, kind="sensor", rule="stuck", signal="temp"),
+        alert_id_for("pump-1", "lstm-ae", T0, kind="quality", rule="viscosity"),
+    }
+    assert len(ids) == 7
+    # The anomaly id is exactly the one that was always derived.
+    assert (
+        alert_id_for("pump-1", "lstm-ae", T0)
+        == (hashlib.sha256(f"pump-1|lstm-ae|{T0}".encode()).hexdigest()[:32])
+    )
+    # Names with the old separator in them cannot collide.
+    assert alert_id_for("a|b", "m", T0, kind="sensor", rule="stuck", signal="c") != (
+        alert_id_for("a", "m", T0, kind="sensor", rule="stuck", signal="b|c")
+    )
+
+
+def test_sensor_alerts_escalate_and_update_with_the_rules_prefix() -> None:
+    policy = AlertPolicy(sensor=AlertConfig(k=1, n=1, m=5, update_every_ms=0, update_min_rise=0.5))
+    scores = [31.0, 45.0, 61.0, 100.0, 130.0]
+    events = [
+        e for i, s in enumerate(scores) for e in policy.step(sensor(i, True, score=s), now_ms=NOW)
+    ]
+    assert [(e.event, e.severity) for e in events] == [
+        ("opened", "warning"),
+        ("updated", "critical"),
+        ("updated", "critical"),
+    ]
+    assert events[1].reason == "stuck: temp severity rose to critical"
+    assert events[2].reason == "stuck: temp peak score rose 64% to 100"
+
+
+def test_sensor_alerts_use_their_own_config() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1), sensor=AlertConfig(k=2, n=3, m=1, cooldown_ms=0))
+    assert policy.config_for("sensor").k == 2 and policy.config_for("anomaly").k == 1
+    assert policy.step(sensor(0, True), now_ms=NOW) == []
+    (ev,) = policy.step(sensor(1, True), now_ms=NOW)
+    assert ev.reason == "stuck: temp at 40, over its limit 30 (2 flagged readings)"
+    assert ev.started_at == format_ts(T0)
+    default = AlertPolicy()
+    assert default.sensor_config == SENSOR_ALERT_DEFAULTS
+    assert (SENSOR_ALERT_DEFAULTS.k, SENSOR_ALERT_DEFAULTS.n) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "weather"}, "kind must be one of"),
+        ({"kind": "sensor"}, "needs a rule"),
+        ({"kind": "sensor", "rule": "wobbly", "signal": "t"}, "rule is one of"),
+        ({"kind": "sensor", "rule": "stuck"}, "needs the signal"),
+        ({"kind": "anomaly", "rule": "stuck"}, "names no rule"),
+        ({"signal": "temp"}, "names no rule"),
+        ({"kind": "quality"}, "needs a rule"),
+    ],
+)
+def test_decision_refuses_bad_tracks(kwargs: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {
+        "asset": "p",
+        "ts_ms": T0,
+        "score": 1.0,
+        "threshold": 2.0,
+        "anomalous": False,
+        "severity": 0,
+        "contributions": {},
+        "model_name": "m",
+        "model_version": "1",
+    }
+    with pytest.raises(ValueError, match=message):
+        Decision(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+# -- columns: step_track and step_sensor are step, in bulk ---------------------------------------
+
+sensor_configs = st.builds(
+    lambda k, extra, m, cooldown_s, update_s, rise: AlertConfig(
+        k=k,
+        n=k + extra,
+        m=m,
+        cooldown_ms=cooldown_s * 1_000,
+        update_every_ms=update_s * 1_000,
+        update_min_rise=rise,
+    ),
+    k=st.integers(1, 3),
+    extra=st.integers(0, 3),
+    m=st.integers(1, 6),
+    cooldown_s=st.integers(0, 10),
+    update_s=st.integers(0, 5),
+    rise=st.sampled_from([0.0, 0.2, 1.0]),
+)
+
+
+def cut_points(n: int, cuts: list[int]) -> list[tuple[int, int]]:
+    bounds = [0, *sorted({c for c in cuts if 0 < c < n}), n]
+    return list(itertools.pairwise(bounds))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    cfg=sensor_configs,
+    flags=st.lists(st.booleans(), max_size=120),
+    scores=st.lists(st.floats(31.0, 200.0), min_size=120, max_size=120),
+    cuts=st.lists(st.integers(0, 120), max_size=6),
+    restart=st.integers(0, 120),
+)
+def test_step_track_is_step_per_reading(
+    cfg: AlertConfig, flags: list[bool], scores: list[float], cuts: list[int], restart: int
+) -> None:
+    n = len(flags)
+    ts = np.array([T0 + i * 700 for i in range(n)], np.int64)
+    one = AlertPolicy(sensor=cfg)
+    expected = []
+    for i in range(n):
+        d = sensor(i, flags[i], score=scores[i])
+        d = Decision(**{**d.__dict__, "ts_ms": int(ts[i])})
+        expected += one.step(d, now_ms=NOW)
+    bulk = AlertPolicy(sensor=cfg)
+    got = []
+    for a, b in cut_points(n, cuts):
+        if a <= restart < b:  # a crash-restart somewhere in the stream
+            snap = json.loads(json.dumps(bulk.snapshot(), allow_nan=False))
+            bulk = AlertPolicy(sensor=cfg)
+            bulk.restore(snap)
+        got += bulk.step_track(
+            "pump-1",
+            ts[a:b],
+            np.array(flags[a:b], np.bool_),
+            np.where(flags[a:b], scores[a:b], 0.0),
+            30.0,
+            kind="sensor",
+            rule="stuck",
+            signal="temp",
+            model_name="lstm-ae",
+            model_version="7",
+            now_ms=NOW,
+        )
+    assert got == expected
+    assert bulk.snapshot() == one.snapshot()
+
+
+def per_reading(
+    policy: AlertPolicy,
+    ts: np.ndarray,
+    signals: tuple[str, ...],
+    fired: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    limits: dict[str, np.ndarray],
+    present: np.ndarray,
+) -> list[AlertEvent]:
+    """The reference: one sensor Decision per reading, rule and signal with a value."""
+    events = []
+    for i in range(len(ts)):
+        for name in fired:
+            for j, signal in enumerate(signals):
+                if not present[i, j]:
+                    continue
+                d = Decision(
+                    "pump-1",
+                    int(ts[i]),
+                    float(scores[name][i, j]),
+                    float(limits[name][j]),
+                    bool(fired[name][i, j]),
+                    0,
+                    {},
+                    "lstm-ae",
+                    "7",
+                    kind="sensor",
+                    rule=name,
+                    signal=signal,
+                )
+                events += policy.step(d, now_ms=NOW)
+    return events
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    cfg=sensor_configs,
+    n=st.integers(0, 150),
+    seed=st.integers(0, 2**32 - 1),
+    rate=st.sampled_from([0.01, 0.1, 0.5]),
+    cuts=st.lists(st.integers(0, 150), max_size=6),
+)
+def test_step_sensor_is_step_per_reading_rule_and_signal(
+    cfg: AlertConfig, n: int, seed: int, rate: float, cuts: list[int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    signals = ("temp", "flow", "rpm")
+    ts = T0 + np.cumsum(rng.integers(1, 3_000, n))
+    fired = {r: rng.random((n, 3)) < rate for r in ("stuck", "spike", "out_of_range")}
+    # Faults come in runs: stretch each flag over a few readings.
+    fired = {r: f | np.roll(f, 1, axis=0) & (rng.random((n, 3)) < 0.7) for r, f in fired.items()}
+    scores = {r: np.where(f, rng.uniform(1.0, 100.0, (n, 3)), 0.0) for r, f in fired.items()}
+    limits = {r: rng.uniform(0.5, 50.0, 3) for r in fired}
+    present = rng.random((n, 3)) > 0.1
+    for r in fired:
+        fired[r] &= present
+    expected = per_reading(AlertPolicy(sensor=cfg), ts, signals, fired, scores, limits, present)
+    bulk = AlertPolicy(sensor=cfg)
+    got = []
+    for a, b in cut_points(n, cuts):
+        got += bulk.step_sensor(
+            "pump-1",
+            ts[a:b],
+            signals,
+            {r: f[a:b] for r, f in fired.items()},
+            {r: s[a:b] for r, s in scores.items()},
+            limits,
+            present=present[a:b],
+            model_name="lstm-ae",
+            model_version="7",
+            now_ms=NOW,
+        )
+    assert got == expected
+    open_by_log = {e.alert_id: e.event != "resolved" for e in got}
+    assert bulk.open_alerts() == sum(open_by_log.values())
+    # Only tracks in progress are kept: none is idle with nothing pending.
+    for track in bulk.snapshot()["assets"].get("pump-1", {}).get("tracks", []):
+        assert track["phase"] != "idle" or any(w.get("severity") for w in track["recent"])
+
+
+def test_step_sensor_drops_tracks_once_quiet_and_the_asset_with_them() -> None:
+    policy = AlertPolicy(sensor=AlertConfig(k=1, n=1, m=2, cooldown_ms=2_000))
+    ts = T0 + np.arange(8) * 1_000
+    flags = np.zeros((8, 2), np.bool_)
+    flags[0, 1] = True
+    kwargs = {"model_name": "m", "model_version": "1", "now_ms": NOW}
+    zeros = np.zeros((8, 2))
+    limits = np.array([1.0, 1.0])
+    scores = np.where(flags, 5.0, 0.0)
+
+    def step(a: int, b: int) -> list[AlertEvent]:
+        return policy.step_sensor(
+            "p",
+            ts[a:b],
+            ("a", "b"),
+            {"spike": flags[a:b]},
+            {"spike": scores[a:b]},
+            {"spike": limits},
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    assert [e.event for e in step(0, 3)] == ["opened", "resolved"]
+    assert policy.phase("p", "sensor", "spike", "b") == "cooling"
+    assert [t["signal"] for t in policy.snapshot()["assets"]["p"]["tracks"]] == ["b"]
+    assert step(3, 8) == []  # the cooldown ends: nothing is left to remember
+    assert policy.assets() == [] and policy.snapshot_asset("p") is None
+    assert (
+        policy.step_sensor(
+            "q",
+            ts,
+            ("a", "b"),
+            {"stuck": flags & False},
+            {"stuck": zeros},
+            {"stuck": limits},
+            **kwargs,  # type: ignore[arg-type]
+        )
+        == []
+    )
+    assert policy.assets() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fired": {"wobbly": np.zeros((3, 2), np.bool_)}}, "wobbly"),
+        ({"fired": {"stuck": np.zeros((3, 1), np.bool_)}}, "fired"),
+        ({"limits": {"stuck": np.ones(3)}}, "limits"),
+        ({"present": np.ones((2, 2), np.bool_)}, "present"),
+    ],
+)
+def test_step_sensor_refuses_columns_of_the_wrong_shape(
+    change: dict[str, object], message: str
+) -> None:
+    args: dict[str, object] = {
+        "fired": {"stuck": np.zeros((3, 2), np.bool_)},
+        "scores": {"stuck": np.zeros((3, 2)), "wobbly": np.zeros((3, 2))},
+        "limits": {"stuck": np.ones(2), "wobbly": np.ones(2)},
+        "present": None,
+    }
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        AlertPolicy().step_sensor(
+            "p",
+            T0 + np.arange(3),
+            ("a", "b"),
+            model_name="m",
+            model_version="1",
+            now_ms=NOW,
+            **args,  # type: ignore[arg-type]
+        )
+
+
+# -- snapshots with tracks -------------------------------------------------------------------
+
+
+def mixed(i: int, ch: str) -> list[Decision]:
+    """Window/reading ``i``: 'A' anomalous, 'S' stuck, 'B' both, '.' neither."""
+    return [
+        dec(i, ch in "AB", severity=2 if i % 7 == 0 and ch in "AB" else None),
+        sensor(i, ch in "SB", score=30.0 + 3 * i),
+        sensor(i, ch == "B", rule="spike", signal="flow"),
+    ]
+
+
+def test_snapshot_with_sensor_tracks_continues_exactly_through_json() -> None:
+    cfg = AlertConfig(k=2, n=3, m=2, cooldown_ms=2_000, update_every_ms=1_000)
+    scfg = AlertConfig(k=1, n=2, m=3, cooldown_ms=3_000, update_every_ms=0)
+    seq = [d for i, ch in enumerate("SBBA..SSS.A.B...SSSS....BB..") for d in mixed(i, ch)]
+    whole = AlertPolicy(cfg, sensor=scfg)
+    expected = [e for d in seq for e in whole.step(d, now_ms=NOW)]
+    assert {e.kind for e in expected} == {"anomaly", "sensor"}
+    for cut in range(0, len(seq) + 1, 2):
+        first = AlertPolicy(cfg, sensor=scfg)
+        got = [e for d in seq[:cut] for e in first.step(d, now_ms=NOW)]
+        second = AlertPolicy(cfg, sensor=scfg)
+        second.restore(json.loads(json.dumps(first.snapshot(), allow_nan=False)))
+        assert second.snapshot() == first.snapshot()
+        got += [e for d in seq[cut:] for e in second.step(d, now_ms=NOW)]
+        assert got == expected, f"diverged after a restore at decision {cut}"
+
+
+# A snapshot exactly as the policy wrote it before sensor alerts existed.
+OLD_SNAPSHOT = {
+    "version": 1,
+    "assets": {
+        "pump-1": {
+            "phase": "open",
+            "clock_ms": T0 + 2_000,
+            "cooldown_until_ms": 0,
+            "recent": [],
+            "episode": {
+                "alert_id": alert_id_for("pump-1", "lstm-ae", T0),
+                "started_at_ms": T0,
+                "severity": 1,
+                "peak_score": 8.0,
+                "peak_threshold": 4.0,
+                "peak_top": [["vibration_rms", 0.6]],
+                "last_anomalous_ms": T0 + 2_000,
+                "normal_streak": 0,
+                "reported_peak": 8.0,
+                "last_update_ms": T0 + 2_000,
+            },
+        },
+        "pump-2": {
+            "phase": "idle",
+            "clock_ms": T0,
+            "cooldown_until_ms": 0,
+            "recent": [{"ts_ms": T0}],
+        },
+    },
+}
+
+
+def test_a_snapshot_from_before_sensor_alerts_restores_and_continues() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=2))
+    policy.restore(json.loads(json.dumps(OLD_SNAPSHOT)))
+    assert policy.open_alerts() == 1 and policy.open_tracks("pump-1") == [("anomaly", None, None)]
+    policy.step(sensor(3, True), now_ms=NOW)  # a sensor alert beside the restored one
+    events = [e for i in (4, 5) for e in policy.step(dec(i, False), now_ms=NOW)]
+    assert [(e.kind, e.event, e.alert_id) for e in events] == [
+        ("anomaly", "resolved", alert_id_for("pump-1", "lstm-ae", T0))
+    ]
+    assert policy.open_tracks("pump-1") == [("sensor", "stuck", "temp")]
+    # The anomaly fields of the snapshot keep their old shape; tracks are beside them.
+    snap = policy.snapshot()["assets"]["pump-1"]
+    assert set(OLD_SNAPSHOT["assets"]["pump-1"]) | {"tracks"} == set(snap)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("track", "message"),
+    [
+        ({"kind": "anomaly", "rule": "x"}, "not a track"),
+        ({"kind": "sensor", "rule": "wobbly", "signal": "t"}, "rule is one of"),
+        ({"kind": "sensor", "rule": "stuck"}, "needs the signal"),
+        ({"kind": "sensor", "rule": "stuck", "signal": "t", "phase": "open"}, "lacks an open"),
+        ({"kind": "sensor", "signal": "t"}, "damaged"),
+    ],
+)
+def test_restore_refuses_damaged_tracks(track: dict[str, object], message: str) -> None:
+    snapshot = {"version": 1, "assets": {"a": {"tracks": [track]}}}
+    with pytest.raises(ValueError, match=message):
+        AlertPolicy().restore(snapshot)
+
+
+def test_restore_refuses_a_track_twice() -> None:
+    track = {"kind": "sensor", "rule": "stuck", "signal": "t"}
+    with pytest.raises(ValueError, match="twice"):
+        AlertPolicy().restore({"version": 1, "assets": {"a": {"tracks": [track, track]}}})
+
+
+# -- resolve: an anomaly alert ended from outside the scores ----------------------------------
+
+
+def test_resolve_ends_the_open_anomaly_alert_as_its_normal_windows_would() -> None:
+    cfg = AlertConfig(k=2, n=3, m=3, cooldown_ms=5_000)
+    policy, twin = AlertPolicy(cfg), AlertPolicy(cfg)
+    seq = [dec(0, True, score=6.0), dec(1, True, score=12.0, severity=2), dec(2, True)]
+    for d in seq:
+        policy.step(d, now_ms=NOW)
+        twin.step(d, now_ms=NOW)
+    normal = run(twin, "...", start=3)  # the twin resolves the usual way, at window 5
+    assert [e.event for _, e in normal] == ["resolved"]
+    usual = normal[0][1]
+
+    events = policy.resolve("pump-1", ts_ms=T0 + 5_000, now_ms=NOW + 1, reason="rebaselined")
+    assert [e.event for e in events] == ["resolved"]
+    ev = events[0]
+    assert ev.reason == "rebaselined"
+    assert ev.window_at == format_ts(T0 + 5_000)
+    assert ev.detected_at == format_ts(NOW + 1)
+    assert ev.ended_at == format_ts(T0 + 2_000)  # the episode's last anomalous window
+    assert ev.alert_id == alert_id_for("pump-1", "lstm-ae", T0)
+    assert (ev.model.name, ev.model.version) == ("lstm-ae", "7")
+    assert ev.kind == "anomaly" and ev.severity == "critical"
+    # Everything else is what the m normal windows would have said, and so is the state.
+    assert msgspec.structs.replace(ev, reason=usual.reason, detected_at=format_ts(NOW)) == usual
+    assert policy.snapshot() == twin.snapshot()
+    assert policy.phase("pump-1") == "cooling" and policy.open_alerts() == 0
+    assert policy.resolve("pump-1", ts_ms=T0 + 6_000, now_ms=NOW, reason="again") == []
+
+
+def test_resolve_without_an_open_anomaly_alert_does_nothing() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=2), sensor=AlertConfig(k=1, n=1, m=5))
+    assert policy.resolve("nobody", ts_ms=T0, now_ms=NOW, reason="rebaselined") == []
+    assert policy.assets() == []
+    run(policy, "AA")  # pending: 2 of the 3 windows that would open
+    policy.step(sensor(2, True), now_ms=NOW)  # a sensor alert is open, the anomaly one is not
+    before = policy.snapshot()
+    assert policy.resolve("pump-1", ts_ms=T0 + 9_000, now_ms=NOW, reason="rebaselined") == []
+    assert policy.snapshot() == before  # not even the clock moved
+    assert policy.open_tracks("pump-1") == [("sensor", "stuck", "temp")]
+
+
+def test_resolve_leaves_sensor_alerts_open() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=5), sensor=AlertConfig(k=1, n=1, m=5))
+    for d in mixed(0, "B"):
+        policy.step(d, now_ms=NOW)
+    sensor_before = policy.snapshot()["assets"]["pump-1"]["tracks"]
+    events = policy.resolve("pump-1", ts_ms=T0 + 1_000, now_ms=NOW, reason="rebaselined")
+    assert [(e.kind, e.event) for e in events] == [("anomaly", "resolved")]
+    assert policy.open_tracks("pump-1") == [
+        ("sensor", "stuck", "temp"),
+        ("sensor", "spike", "flow"),
+    ]
+    assert policy.snapshot()["assets"]["pump-1"]["tracks"] == sensor_before
+
+
+def test_resolve_cools_down_from_the_assets_clock_which_never_goes_back() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=5, cooldown_ms=4_000))
+    run(policy, "AAAA")  # the asset's clock is at window 3
+    events = policy.resolve("pump-1", ts_ms=T0 + 1_000, now_ms=NOW, reason="rebaselined")
+    assert events[0].window_at == format_ts(T0 + 1_000)  # as given
+    assert policy.snapshot()["assets"]["pump-1"]["cooldown_until_ms"] == T0 + 3_000 + 4_000
+
+
+def test_snapshot_after_resolve_restores_and_continues_exactly() -> None:
+    cfg = AlertConfig(k=2, n=3, m=4, cooldown_ms=3_000)
+    policy = AlertPolicy(cfg)
+    run(policy, "AAA")
+    policy.resolve("pump-1", ts_ms=T0 + 3_000, now_ms=NOW, reason="rebaselined")
+    snap = json.loads(json.dumps(policy.snapshot(), allow_nan=False))
+    assert snap["assets"]["pump-1"]["phase"] == "cooling"
+    assert snap["assets"]["pump-1"]["episode"] is None
+    assert snap["assets"]["pump-1"]["recent"] == []
+    restored = AlertPolicy(cfg)
+    restored.restore(snap)
+    assert restored.snapshot() == policy.snapshot()
+    pattern = "AAAAA.....AA"
+    assert run(restored, pattern, start=4) == run(policy, pattern, start=4)
+    assert restored.snapshot() == policy.snapshot()
+
+
+def test_a_new_alert_opens_after_the_cooldown_that_resolve_started() -> None:
+    policy = AlertPolicy(AlertConfig(k=3, n=5, m=10, cooldown_ms=5_000))
+    first = run(policy, "AAA")
+    assert [(i, e.event) for i, e in first] == [(2, "opened")]
+    policy.resolve("pump-1", ts_ms=T0 + 4_000, now_ms=NOW, reason="rebaselined")
+    # The old episode's windows are gone: k fresh ones are needed, and none opens before
+    # the cooldown ends at t=9 s, though the windows meanwhile count.
+    assert run(policy, "AAAA", start=5) == []
+    events = run(policy, "A", start=9)
+    assert [(i, e.event) for i, e in events] == [(9, "opened")]
+    assert events[0][1].alert_id == alert_id_for("pump-1", "lstm-ae", T0 + 5_000)
+    assert events[0][1].alert_id != first[0][1].alert_id
+
+
+def test_resolve_after_a_restore_needs_the_model_until_a_decision_names_it() -> None:
+    policy = AlertPolicy(AlertConfig(k=1, n=1, m=5))
+    run(policy, "A")
+    restored = AlertPolicy(AlertConfig(k=1, n=1, m=5))
+    restored.restore(policy.snapshot())
+    with pytest.raises(ValueError, match="pass model_name= and model_version="):
+        restored.resolve("pump-1", ts_ms=T0 + 1_000, now_ms=NOW, reason="rebaselined")
+    with pytest.raises(ValueError, match="together"):
+        restored.resolve("pump-1", ts_ms=T0, now_ms=NOW, reason="r", model_name="lstm-ae")
+    events = restored.resolve(
+        "pump-1",
+        ts_ms=T0 + 1_000,
+        now_ms=NOW,
+        reason="rebaselined",
+        model_name="lstm-ae",
+        model_version="8",
+    )
+    assert [(e.event, e.model.version) for e in events] == [("resolved", "8")]
+    # A decision names the model again (step_track too), so no argument is needed.
+    again = AlertPolicy(AlertConfig(k=1, n=1, m=5))
+    again.restore(policy.snapshot())
+    again.step_track(
+        "pump-1",
+        [T0 + 1_000],
+        [True],
+        [9.0],
+        4.0,
+        kind="anomaly",
+        rule=None,
+        signal=None,
+        model_name="pca",
+        model_version="2",
+        now_ms=NOW,
+    )
+    events = again.resolve("pump-1", ts_ms=T0 + 2_000, now_ms=NOW, reason="rebaselined")
+    assert [(e.model.name, e.model.version) for e in events] == [("pca", "2")]

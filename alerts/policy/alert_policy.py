@@ -1,0 +1,364 @@
+"""The :class:`AlertPolicy` facade: every asset's tracks, stepped, inspected and persisted.
+
+It finds (or creates) the machine a decision belongs to and hands it to
+:mod:`alerts.policy.machine` (one decision) or :mod:`alerts.policy.columns` (a column of
+them); snapshots go through :mod:`alerts.policy.snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from alerts.events import SENSOR_RULES, AlertEvent, AlertKind
+from alerts.policy.columns import _as_cells, _columns, _step_columns
+from alerts.policy.config import SENSOR_ALERT_DEFAULTS, AlertConfig
+from alerts.policy.decision import ANOMALY, Decision, RuleColumns, TrackKey, _check_track
+from alerts.policy.machine import _advance, _resolve_now
+from alerts.policy.snapshot import _parse_snapshot, _snapshot, _snapshot_asset
+from alerts.policy.state import Phase, _AssetState, _dormant, _Track
+
+
+class AlertPolicy:
+    """Turns each asset's stream of :class:`Decision` into opened/updated/resolved events.
+
+    ``config`` drives anomaly (and quality) alerts; ``sensor`` drives sensor-health alerts
+    (default :data:`SENSOR_ALERT_DEFAULTS`).
+
+    >>> policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
+    >>> d = Decision("pump-1", 1795899600000, 5.0, 4.0, True, 1, {"temp": 1.0}, "m", "1")
+    >>> [e.event for e in policy.step(d, now_ms=1795899600500)], policy.open_alerts()
+    (['opened'], 1)
+    >>> restored = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
+    >>> restored.restore(policy.snapshot())
+    >>> restored.open_alerts()
+    1
+    >>> [(e.event, e.reason) for e in policy.resolve(
+    ...     "pump-1", ts_ms=1795899601000, now_ms=1795899601500, reason="rebaselined")]
+    [('resolved', 'rebaselined')]
+    """
+
+    def __init__(self, config: AlertConfig | None = None, *, sensor: AlertConfig | None = None):
+        self.config = config if config is not None else AlertConfig()
+        self.sensor_config = sensor if sensor is not None else SENSOR_ALERT_DEFAULTS
+        self._assets: dict[str, _AssetState] = {}
+        # The model of each asset's latest anomaly decision: what a resolve() event names.
+        # In memory only (snapshots keep their shape); a restored asset learns it again at
+        # its next decision.
+        self._models: dict[str, tuple[str, str]] = {}
+
+    def config_for(self, kind: AlertKind) -> AlertConfig:
+        """The settings of ``kind``'s tracks: ``sensor_config`` for sensor alerts, else
+        ``config``."""
+        return self.sensor_config if kind == "sensor" else self.config
+
+    # -- stepping -------------------------------------------------------------------------
+
+    def step(self, decision: Decision, *, now_ms: int) -> list[AlertEvent]:
+        """Feed one window's decision; returns the events it causes (usually none).
+
+        ``now_ms`` is the wall-clock time of the decision, used only for ``detected_at``.
+        The decision steps the machine of its track (``decision.track``) only.
+        """
+        state = self._state(decision.asset)
+        if decision.kind == "anomaly":
+            self._models[decision.asset] = (decision.model_name, decision.model_version)
+        machine = state if decision.kind == "anomaly" else self._track(state, decision.track)
+        return _advance(machine, decision, self.config_for(decision.kind), now_ms)
+
+    def step_many(self, decisions: Iterable[Decision], *, now_ms: int) -> list[AlertEvent]:
+        """Step every decision in order (a scored batch); events come out in the same order."""
+        events: list[AlertEvent] = []
+        for decision in decisions:
+            events.extend(self.step(decision, now_ms=now_ms))
+        return events
+
+    def step_track(
+        self,
+        asset: str,
+        ts_ms: npt.ArrayLike,
+        anomalous: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        thresholds: npt.ArrayLike,
+        *,
+        kind: AlertKind,
+        rule: str | None,
+        signal: str | None,
+        model_name: str,
+        model_version: str,
+        now_ms: int,
+        severity: npt.ArrayLike | None = None,
+    ) -> list[AlertEvent]:
+        """Step one track with a column of decisions (one per reading, in time order).
+
+        The same events and state as :meth:`step` with one :class:`Decision` per element
+        (``severity`` 0 unless given: derived from score / threshold), but normal readings
+        while the track is quiet are taken in bulk, so a long normal batch costs a few array
+        operations rather than a Python step per reading. ``thresholds`` may be a scalar.
+        """
+        _check_track(kind, rule, signal)
+        columns = _columns(ts_ms, anomalous, scores, thresholds, severity)
+        if columns[0].shape[0] == 0:
+            return []
+        key: TrackKey = (kind, rule, signal)
+        state = self._state(asset)
+        if kind == "anomaly":
+            self._models[asset] = (model_name, model_version)
+        machine = state if kind == "anomaly" else self._track(state, key)
+        cfg = self.config_for(kind)
+        return [
+            ev
+            for _, ev in _step_columns(
+                asset, machine, key, cfg, *columns, model_name, model_version, now_ms
+            )
+        ]
+
+    def step_sensor(
+        self,
+        asset: str,
+        ts_ms: npt.ArrayLike,
+        signals: Sequence[str],
+        fired: RuleColumns,
+        scores: RuleColumns,
+        limits: RuleColumns,
+        *,
+        present: npt.ArrayLike | None = None,
+        model_name: str,
+        model_version: str,
+        now_ms: int,
+    ) -> list[AlertEvent]:
+        """Run one asset's batch of sensor-health findings through its sensor tracks.
+
+        Columns, as ``models.health.HealthFindings`` holds them: ``ts_ms`` (n,) reading
+        times in order; for each rule name in ``fired`` (``stuck``, ``spike``,
+        ``out_of_range``): ``fired[rule]`` (n, signals) whether the rule flags the reading,
+        ``scores[rule]`` (n, signals) its statistic there and ``limits[rule]`` (signals,)
+        its limit per signal. ``present`` (n, signals), when given, marks the readings that
+        carry a value for the signal; the others are no decision at all for that signal's
+        tracks (a missing value neither keeps an alert open nor counts toward resolving it).
+
+        Equivalent to :meth:`step` with one sensor :class:`Decision` per reading, signal and
+        rule (events in reading-time order), except that only tracks with something to do
+        are stepped: a (rule, signal) that flags nothing in the batch and has no alert open,
+        cooling or pending is not visited, and a track that has gone back to quiet is
+        dropped, so the state holds only alerts in progress.
+        """
+        ts = np.asarray(ts_ms, dtype=np.int64)
+        n = ts.shape[0]
+        names = list(signals)
+        width = len(names)
+        mask = None if present is None else _as_cells(present, (n, width), "present", np.bool_)
+        state = self._assets.get(asset)
+        existing: dict[tuple[str, str | None], _Track] = (
+            {}
+            if state is None
+            else {(t.rule, t.signal): t for t in state.tracks if t.kind == "sensor"}
+        )
+        position = {name: j for j, name in enumerate(names)}
+        cfg = self.config_for("sensor")
+        found: list[tuple[int, int, AlertEvent]] = []
+        order = 0
+        by_rule = cast(Mapping[str, npt.ArrayLike], fired)
+        scores_by_rule = cast(Mapping[str, npt.ArrayLike], scores)
+        limits_by_rule = cast(Mapping[str, npt.ArrayLike], limits)
+        for rule in by_rule:
+            if rule not in SENSOR_RULES:
+                raise ValueError(
+                    f"sensor findings name rule {rule!r}; the rules are {', '.join(SENSOR_RULES)}"
+                )
+            flags = _as_cells(by_rule[rule], (n, width), f"fired[{rule!r}]", np.bool_)
+            values = _as_cells(scores_by_rule[rule], (n, width), f"scores[{rule!r}]", np.float64)
+            limit = np.asarray(limits_by_rule[rule], dtype=np.float64)
+            if limit.shape != (width,):
+                raise ValueError(
+                    f"limits[{rule!r}] has shape {limit.shape}, expected ({width},) (one limit "
+                    "per signal)"
+                )
+            columns = set(np.flatnonzero(flags.any(axis=0)).tolist())
+            columns.update(position[s] for r, s in existing if r == rule and s in position)
+            for j in sorted(columns):
+                rows = np.ones(n, np.bool_) if mask is None else mask[:, j]
+                col_ts = ts[rows]
+                if state is None:
+                    state = self._state(asset)
+                key: TrackKey = ("sensor", rule, names[j])
+                machine = self._track(state, key)
+                col_flags = flags[rows, j]
+                for ts_j, ev in _step_columns(
+                    asset,
+                    machine,
+                    key,
+                    cfg,
+                    col_ts,
+                    col_flags,
+                    values[rows, j],
+                    np.full(col_flags.shape[0], limit[j]),
+                    np.zeros(col_flags.shape[0], np.int64),
+                    model_name,
+                    model_version,
+                    now_ms,
+                ):
+                    found.append((ts_j, order, ev))
+                    order += 1
+        if state is not None:
+            state.tracks = [t for t in state.tracks if not (t.kind == "sensor" and _dormant(t))]
+            if state.clock_ms is None and not state.tracks and _dormant(state):
+                del self._assets[asset]  # nothing left that a fresh state would not be
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [ev for _, _, ev in found]
+
+    def resolve(
+        self,
+        asset: str,
+        *,
+        ts_ms: int,
+        now_ms: int,
+        reason: str,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> list[AlertEvent]:
+        """End the asset's open anomaly alert now, as if its ``m`` normal windows had come.
+
+        For a cause outside the scores, e.g. ``reason="rebaselined"``: the asset moved to a
+        new operating point and its alert is about the old one. Returns the one ``resolved``
+        event (same ``alert_id``; ``ended_at`` the episode's last anomalous window as
+        always, ``window_at`` ``ts_ms``, ``reason`` as given), or ``[]`` when no anomaly
+        alert is open. Like any resolve, the track then cools down from its reading time
+        (``ts_ms``, or its clock where that is later: the clock never goes back), with its
+        k-of-n history cleared, so a new alert needs ``k`` fresh anomalous windows and the
+        end of the cooldown. Sensor and quality tracks are untouched.
+
+        The event names the model of the asset's latest anomaly decision, unless
+        ``model_name`` and ``model_version`` are given (needed when the asset was restored
+        from a snapshot and has had no decision since).
+        """
+        state = self._assets.get(asset)
+        if state is None or state.episode is None:
+            return []
+        model = self._models.get(asset)
+        if model_name is not None and model_version is not None:
+            model = (model_name, model_version)
+        elif model_name is not None or model_version is not None:
+            raise ValueError("resolve() takes model_name and model_version together, or neither")
+        if model is None:
+            raise ValueError(
+                f"resolving {asset!r}'s alert needs the model its event names, and the asset "
+                "has had no anomaly decision since it was restored; pass model_name= and "
+                "model_version="
+            )
+        episode = state.episode
+        decision = Decision(
+            asset=asset,
+            ts_ms=ts_ms,
+            score=episode.peak_score,
+            threshold=episode.peak_threshold,
+            anomalous=False,
+            severity=0,
+            contributions={},
+            model_name=model[0],
+            model_version=model[1],
+        )
+        return _resolve_now(state, decision, self.config, now_ms, reason)
+
+    # -- the machines ---------------------------------------------------------------------
+
+    def _state(self, asset: str) -> _AssetState:
+        state = self._assets.get(asset)
+        if state is None:
+            state = self._assets[asset] = _AssetState()
+        return state
+
+    @staticmethod
+    def _track(state: _AssetState, key: TrackKey) -> _Track:
+        for track in state.tracks:
+            if track.key == key:
+                return track
+        kind, rule, signal = key
+        if rule is None:  # _check_track has refused this already for decisions
+            raise ValueError(f"a {kind} alert needs a rule")
+        track = _Track(kind=kind, rule=rule, signal=signal)
+        state.tracks.append(track)
+        return track
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def open_alerts(self) -> int:
+        """How many alerts are open, of every kind (for the ``plantwatch_alerts_open`` gauge)."""
+        return sum(
+            (state.episode is not None) + sum(t.episode is not None for t in state.tracks)
+            for state in self._assets.values()
+        )
+
+    def phase(
+        self,
+        asset: str,
+        kind: AlertKind = "anomaly",
+        rule: str | None = None,
+        signal: str | None = None,
+    ) -> Phase:
+        """``idle``, ``open`` or ``cooling`` (after a resolve, within the cooldown) of one
+        track; by default the asset's anomaly alert, as the threshold's protection needs."""
+        state = self._assets.get(asset)
+        if state is None:
+            return "idle"
+        if kind == "anomaly":
+            return state.phase
+        key: TrackKey = (kind, rule, signal)
+        return next((t.phase for t in state.tracks if t.key == key), "idle")
+
+    def has_open(self, asset: str) -> bool:
+        """Whether any alert of the asset, of any kind, is open (an asset to keep in memory)."""
+        state = self._assets.get(asset)
+        return state is not None and (
+            state.episode is not None or any(t.episode is not None for t in state.tracks)
+        )
+
+    def open_tracks(self, asset: str) -> list[TrackKey]:
+        """The (kind, rule, signal) of every open alert of the asset, anomaly first."""
+        state = self._assets.get(asset)
+        if state is None:
+            return []
+        keys = [ANOMALY] if state.episode is not None else []
+        return keys + [t.key for t in state.tracks if t.episode is not None]
+
+    def assets(self) -> list[str]:
+        """Assets this policy holds state for, sorted."""
+        return sorted(self._assets)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """All per-asset state as plain JSON-able data: ``{"version": 1, "assets": {...}}``.
+
+        Each asset's entry is its anomaly machine's fields (as always) plus ``tracks``: the
+        machines of its other alerts, each with its ``kind``, ``rule`` and ``signal``.
+        """
+        return _snapshot(self._assets)
+
+    def snapshot_asset(self, asset: str) -> dict[str, Any] | None:
+        """One asset's state in the same versioned shape (for per-asset changelog records)."""
+        state = self._assets.get(asset)
+        return None if state is None else _snapshot_asset(asset, state)
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Add (or replace) the assets in ``snapshot``; stepping then continues exactly.
+
+        Raises ``ValueError`` naming the problem when the snapshot is of an unknown version or
+        damaged. The k-of-n history is trimmed to this policy's ``n`` if the configuration
+        changed between snapshot and restore. A snapshot written before sensor alerts
+        existed (no ``tracks``) restores as an asset with anomaly state only.
+        """
+        self._assets.update(_parse_snapshot(snapshot, lambda kind: self.config_for(kind).n))
+
+    def forget(self, assets: Iterable[str]) -> None:
+        """Drop state for assets this process no longer owns (partitions revoked).
+
+        No event is emitted: the process that now owns the asset restores its state and
+        continues any open alert.
+        """
+        for asset in assets:
+            self._assets.pop(asset, None)
+            self._models.pop(asset, None)

@@ -1,0 +1,51 @@
+"""The policy's settings: one :class:`AlertConfig` for anomaly (and quality) alerts, another
+(by default :data:`SENSOR_ALERT_DEFAULTS`) for sensor-health alerts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+
+from common.config import Config
+
+
+class AlertConfig(Config, frozen=True, kw_only=True):
+    """Debounce, hysteresis and rate limits of the alert policy (see :mod:`alerts.policy`).
+
+    Ranges are checked when a configuration is loaded (``msgspec.convert``); the one
+    cross-field rule, ``k <= n``, is checked on construction too.
+
+    >>> AlertConfig(k=2, n=3).m
+    10
+    """
+
+    #: Open after ``k`` of the last ``n`` windows are anomalous.
+    k: Annotated[int, msgspec.Meta(ge=1)] = 3
+    n: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: Resolve after ``m`` normal windows in a row.
+    m: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: No new alert for an asset this soon (reading time) after one resolved.
+    cooldown_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    update_every_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
+    update_min_rise: Annotated[float, msgspec.Meta(ge=0)] = 0.2
+    critical_ratio: Annotated[float, msgspec.Meta(gt=1)] = 2.0
+    top_signals: Annotated[int, msgspec.Meta(ge=1)] = 3
+
+    def __post_init__(self) -> None:
+        if self.k > self.n:
+            raise ValueError(f"alert policy needs k <= n, got k={self.k} n={self.n}")
+
+
+#: The machine's settings for sensor-health tracks unless ``AlertPolicy(sensor=...)`` says
+#: otherwise. The rules debounce themselves (a stuck run must outlast training's longest
+#: several times, an excursion must be out of the envelope for several readings, a spike is
+#: confirmed when the signal comes back), so one flagged reading opens; ``m`` readings of
+#: the signal back to normal resolve; the cooldown keeps a sensor that spikes again and
+#: again to one alert per minute of reading time. Escalation to ``critical`` at twice the
+#: rule's limit (``critical_ratio``), as for anomalies; after that an ``updated`` only when
+#: the score has doubled (``update_min_rise=1``): a stuck run's score grows with every
+#: reading, and a doubling is news where +20 % would be an update every half minute.
+SENSOR_ALERT_DEFAULTS: Final = AlertConfig(
+    k=1, n=1, m=10, cooldown_ms=60_000, update_every_ms=30_000, update_min_rise=1.0, top_signals=1
+)

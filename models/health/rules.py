@@ -1,0 +1,211 @@
+"""One asset's rules over time: :class:`SensorHealth` carries the runs and the band's last
+readings across batches, so findings do not depend on how readings are cut into batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.health.config import RULES, SensorHealthConfig, SensorRule
+from models.health.findings import HealthFindings
+from models.health.kernels import (
+    F64,
+    I64,
+    Bools,
+    _check_ts,
+    _clean,
+    _consecutive,
+    _prev_median,
+    _unchanged_runs,
+)
+from models.health.profile import SensorHealthProfile
+from models.health.snapshot import _Carry, _decode_carry, _encode_carry
+
+
+class SensorHealth:
+    """One asset's sensor-health rules: carry state across batches, findings per batch.
+
+    >>> values = np.random.default_rng(1).normal(0.0, 1.0, (500, 2))
+    >>> health = SensorHealth(SensorHealthProfile.fit(values, [(0, 500)], ("a", "b")))
+    >>> found = health.check(np.zeros((40, 2)))         # both frozen at 0 for 40 readings
+    >>> found.fired["stuck"].sum(axis=0).tolist()        # flagged past the 30th reading
+    [10, 10]
+    >>> copy = SensorHealth(health.profile)
+    >>> copy.restore(health.snapshot())
+    >>> copy.snapshot() == health.snapshot()
+    True
+    """
+
+    def __init__(self, profile: SensorHealthProfile, config: SensorHealthConfig | None = None):
+        cfg = config if config is not None else SensorHealthConfig()
+        if 2 * cfg.spike_max_readings + 1 > profile.band_window:
+            raise ValueError(
+                f"spike_max_readings={cfg.spike_max_readings} needs a band of at least "
+                f"{2 * cfg.spike_max_readings + 1} readings, but the profile was fitted with "
+                f"band_window={profile.band_window}; lower spike_max_readings or refit with a "
+                "wider band"
+            )
+        self.profile = profile
+        self.config = cfg
+        width = len(profile.signals)
+
+        stuck_on = profile.changes_seen
+        self._stuck_limit = np.where(
+            stuck_on,
+            np.maximum(float(cfg.stuck_min_readings), cfg.stuck_factor * profile.longest_run),
+            np.inf,
+        )
+        self._stuck_limit_ms = np.where(stuck_on, cfg.stuck_factor * profile.longest_run_ms, np.nan)
+
+        scale = profile.residual_scale
+        spike_on = np.isfinite(scale) & (scale > 0)
+        self._band = np.where(spike_on, _spike_band(profile, cfg), np.inf)
+        self._scale = np.where(spike_on, scale, np.nan)
+        self._spike_limit = np.where(spike_on, self._band / np.where(spike_on, scale, 1.0), np.inf)
+
+        envelope_on = np.isfinite(profile.low) & np.isfinite(profile.high)
+        low = np.where(envelope_on, profile.low, 0.0)
+        high = np.where(envelope_on, profile.high, 0.0)
+        magnitude = np.maximum(np.abs(low), np.abs(high))
+        self._low, self._high = low, high
+        self._span = np.maximum(high - low, cfg.envelope_level_fraction * magnitude)
+        self._envelope_on = envelope_on
+        self._range_limit = np.where(
+            envelope_on, np.where(self._span > 0, cfg.envelope_margin, 0.0), np.inf
+        )
+        self._limits: dict[SensorRule, F64] = {
+            "stuck": self._stuck_limit,
+            "spike": self._spike_limit,
+            "out_of_range": self._range_limit,
+        }
+
+        self._keep = profile.band_window + cfg.spike_max_readings + 1
+        self._last = np.full(width, np.nan)
+        self._run = np.zeros(width, np.int64)
+        self._run_start = np.full(width, np.nan)
+        self._out_run = np.zeros(width, np.int64)
+        self._tail = np.zeros((0, width), np.float64)
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return self.profile.signals
+
+    def check(self, values: npt.ArrayLike, ts_ms: npt.ArrayLike | None = None) -> HealthFindings:
+        """Judge the next readings of this asset: values (n, signals) in time order, raw
+        (not normalised), NaN where a reading lacks the signal; ``ts_ms`` (n,) their times
+        (optional: only the stuck rule's duration test uses them).
+
+        The state carries over to the next call, so cutting the same readings into other
+        batches gives the same findings, row for row.
+        """
+        width = len(self.signals)
+        x = _clean(values, width, "readings")
+        n = x.shape[0]
+        stamps = None if ts_ms is None else _check_ts(ts_ms, n)
+        present = np.isfinite(x)
+        if not self.config.enabled or n == 0:
+            empty = np.zeros((n, width), np.bool_)
+            return HealthFindings(
+                self.signals,
+                present,
+                {rule: empty.copy() for rule in RULES},
+                {rule: np.zeros((n, width)) for rule in RULES},
+                dict(self._limits),
+            )
+        stuck, stuck_score = self._stuck(x, present, stamps)
+        spike, spike_score = self._spike(x)
+        out, out_score = self._out_of_range(x, present)
+        return HealthFindings(
+            self.signals,
+            present,
+            {"stuck": stuck, "spike": spike, "out_of_range": out},
+            {"stuck": stuck_score, "spike": spike_score, "out_of_range": out_score},
+            dict(self._limits),
+        )
+
+    def _stuck(self, x: F64, present: Bools, stamps: I64 | None) -> tuple[Bools, F64]:
+        length, began, _, carry = _unchanged_runs(
+            x, stamps, self.profile.step_tolerance, self._last, self._run, self._run_start
+        )
+        self._last, self._run, self._run_start = carry
+        fired = present & (length > self._stuck_limit)
+        if stamps is not None:
+            lasted = stamps[:, None].astype(np.float64) - began
+            known = np.isfinite(self._stuck_limit_ms) & np.isfinite(began)
+            fired &= ~known | (lasted > self._stuck_limit_ms)
+        return fired, np.where(fired, length, 0).astype(np.float64)
+
+    def _spike(self, x: F64) -> tuple[Bools, F64]:
+        n, width = x.shape
+        window, longest = self.profile.band_window, self.config.spike_max_readings
+        ext = np.vstack([self._tail, x])
+        offset = self._tail.shape[0]
+        total = ext.shape[0]
+        med = _prev_median(ext, window)
+        band = self._band
+        back = self.config.spike_return * band
+        with np.errstate(invalid="ignore"):
+            far_own = np.abs(ext - med) > band
+        fired = np.zeros((n, width), np.bool_)
+        excursion = np.zeros((n, width))
+        for length in range(1, longest + 1):
+            first = max(offset, length + 1)
+            if first >= total:
+                continue
+            c = np.arange(first, total)
+            t = c - length
+            level = med[t]
+            ok = ~far_own[t - 1]  # the excursion starts at t
+            peak = np.zeros((c.size, width))
+            with np.errstate(invalid="ignore"):
+                for i in range(length):
+                    away = np.abs(ext[t + i] - level)
+                    ok &= away > band
+                    peak = np.fmax(peak, away)
+                ok &= np.abs(ext[c] - level) <= back  # ... and is over at c
+            rows = c - offset
+            fired[rows] |= ok
+            excursion[rows] = np.where(ok, np.fmax(excursion[rows], peak), excursion[rows])
+        self._tail = ext[-self._keep :].copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = np.where(fired, excursion / self._scale, 0.0)
+        return fired, score
+
+    def _out_of_range(self, x: F64, present: Bools) -> tuple[Bools, F64]:
+        with np.errstate(invalid="ignore"):
+            excess = np.maximum(self._low - x, x - self._high)
+        distance = np.divide(excess, self._span, out=excess.copy(), where=self._span > 0)
+        with np.errstate(invalid="ignore"):
+            out = present & self._envelope_on & (distance > self._range_limit)
+        length, self._out_run = _consecutive(out, present, self._out_run)
+        fired = out & (length > self.config.spike_max_readings)
+        return fired, np.where(fired, distance, 0.0)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The carry state as plain JSON-able data (``null`` for "none yet"), versioned."""
+        carry = _Carry(self._last, self._run, self._run_start, self._out_run, self._tail)
+        return _encode_carry(self.signals, carry)
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Continue from :meth:`snapshot`; ``ValueError`` if it is of another version, of
+        other signals, or damaged."""
+        carry = _decode_carry(snapshot, self.signals)
+        self._last, self._run = carry.last, carry.run
+        self._run_start, self._out_run = carry.run_start, carry.out_run
+        self._tail = carry.tail[-self._keep :]
+
+
+def _spike_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:
+    """The spike band's half-width per signal, in the signal's units (see :mod:`models.health`)."""
+    q99, q999 = profile.residual_q99, profile.residual_q999
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # No tail to extend where 99 % of residuals are 0 (a signal that rarely moves).
+        growth = np.where(q99 > 0, q999 / q99, 1.0)
+        guard = q999 * growth**cfg.spike_tail_decades
+        band: F64 = np.fmax(cfg.spike_z * profile.residual_scale, guard)
+    return band
