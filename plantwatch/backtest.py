@@ -156,8 +156,9 @@ def replay(
         view.assets[rows] if view.assets is not None else None,
         default_asset,
         events,
-        lookback_ms=lambda asset: settings.sensor_health.spike_max_readings
-        * (model.interval_ms(asset) or 0.0),
+        lookback_ms=lambda asset: (
+            settings.sensor_health.spike_max_readings * (model.interval_ms(asset) or 0.0)
+        ),
     )
     return BacktestResult(
         rows=rows,
