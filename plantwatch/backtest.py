@@ -215,6 +215,22 @@ def _mark_sensor_alerts(
                 top_signal[j] = signal
 
 
+def train_table(table: Table, settings: Settings, **kwargs: Any) -> TrainedModel:
+    """Train on a whole table: segments cut at gaps the monitor's ``window`` settings would
+    cut at, the table's sampling intervals kept in the artifact; ``kwargs`` go to
+    :func:`models.training.train_model`."""
+    return train_model(
+        table.values,
+        table.signals,
+        segments=table.segments(
+            max_gap_ms=settings.window.max_gap_ms,
+            max_gap_intervals=settings.window.max_gap_intervals,
+        ),
+        cadence=table.cadence(),
+        **kwargs,
+    )
+
+
 def train_in_file(
     table: Table,
     settings: Settings,
@@ -244,14 +260,9 @@ def train_in_file(
         kwargs["scorer"] = scorer
     if window is not None:
         kwargs["window"] = window
-    model = train_model(
-        sub.values,
-        sub.signals,
-        segments=sub.segments(
-            max_gap_ms=settings.window.max_gap_ms,
-            max_gap_intervals=settings.window.max_gap_intervals,
-        ),
-        cadence=sub.cadence(),
+    model = train_table(
+        sub,
+        settings,
         seed=seed,
         data_summary={"rows": int(idx.size), "source": "first part of the backtest input"},
         **kwargs,

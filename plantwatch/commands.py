@@ -137,7 +137,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train(args: argparse.Namespace, settings: Settings) -> int:
-    from models.training import train_model
+    from plantwatch.backtest import train_table
 
     table = _read(args)
     exclude = None if table.labels is None else table.labels.astype(bool)
@@ -153,14 +153,9 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
 
-    model = train_model(
-        table.values,
-        table.signals,
-        segments=table.segments(
-            max_gap_ms=settings.window.max_gap_ms,
-            max_gap_intervals=settings.window.max_gap_intervals,
-        ),
-        cadence=table.cadence(),
+    model = train_table(
+        table,
+        settings,
         exclude=exclude,
         validation_fraction=args.validation_fraction,
         seed=args.seed,

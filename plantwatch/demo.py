@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     """Steps 2 to 5; returns the summary line."""
     from alerts.metrics import Metrics, start_http_server
-    from models.training import train_model
+    from plantwatch.backtest import train_table
     from plantwatch.runloop import RunLoop
 
     bootstrap = settings.kafka.bootstrap_servers
@@ -179,14 +179,9 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     if args.epochs:
         hyper["epochs"] = args.epochs
 
-    model = train_model(
-        table.values,
-        table.signals,
-        segments=table.segments(
-            max_gap_ms=settings.window.max_gap_ms,
-            max_gap_intervals=settings.window.max_gap_intervals,
-        ),
-        cadence=table.cadence(),
+    model = train_table(
+        table,
+        settings,
         seed=args.seed,
         progress=training_progress(Progress("train", stream=sys.stdout)),
         data_summary={"source": str(history), "rows": len(table)},

@@ -13,20 +13,11 @@ from models.training import train_model
 from plantwatch.monitor import Monitor
 from plantwatch.settings import load_settings
 from stream.schema import SensorReading
+from tests.test_pipeline import plant
 
 T0 = 1_795_899_600_000
 SIGNALS = ("a", "b", "c")
 HOUR = 3600
-
-
-def plant(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Three coupled signals driven by an AR(1) load (as in the monitor's tests)."""
-    load = np.empty(n)
-    load[0] = 0.0
-    shocks = rng.normal(0, 0.1, n)
-    for i in range(1, n):
-        load[i] = 0.9 * load[i - 1] + shocks[i]
-    return np.stack([load, 2 * load, -load], axis=1) + rng.normal(0, 0.05, (n, 3))
 
 
 @pytest.fixture(scope="module")
