@@ -54,7 +54,11 @@ def test_fault_is_alerted_for_its_asset_only(model: TrainedModel) -> None:
     rng = np.random.default_rng(2)
     data = {a: plant(2500, rng) for a in ("p1", "p2", "control")}
     data["p2"][1500:1600, 1] += 1.5  # a level shift on one signal for 100 readings
-    monitor = Monitor.from_settings(model, load_settings(env={}))
+    # SPOT, not the default DSPOT: on this stationary synthetic plant DSPOT's moving
+    # threshold dips with the score level and a burst on the control crosses it (measured:
+    # 9 false alerts in 50k readings against none; docs/BENCHMARKS.md, "Where DSPOT loses").
+    # This test is about the alert reaching the right asset, not about that trade-off.
+    monitor = Monitor.from_settings(model, load_settings(env={}, sets=["threshold.kind=spot"]))
     events = run(monitor, readings_for(data))
     p2 = [e for e in events if e.asset == "p2"]
     opened = [e for e in p2 if e.event == "opened"]

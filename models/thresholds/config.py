@@ -53,7 +53,7 @@ class ThresholdConfig(Config, frozen=True, kw_only=True):
     msgspec.ValidationError: Expected `float` < 1.0 - at `$.q`
     """
 
-    kind: ThresholdKind = "spot"
+    kind: ThresholdKind = "dspot"
     q: Probability = 1e-4
     level: Probability = 0.98
     depth: Annotated[int, msgspec.Meta(ge=1)] = 200
