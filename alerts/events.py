@@ -111,33 +111,3 @@ def decode_event(data: bytes) -> AlertEvent:
     offending field when the bytes are not a ``plantwatch.alert/v1`` event.
     """
     return _DECODER.decode(data)
-
-
-DRIFT_SCHEMA: Final = "plantwatch.drift/v1"
-
-
-class DriftNotice(msgspec.Struct, frozen=True, kw_only=True):
-    """A sustained change in an asset's scores or inputs, published beside alert events.
-
-    Sent on the alert topic with the header ``schema: plantwatch.drift/v1`` (alert events carry
-    ``plantwatch.alert/v1``), so a consumer tells them apart without parsing. ``is_drift`` is
-    ``false`` when the change came with many anomalous windows: then it is part of an anomaly
-    episode, which the alert events already report.
-    """
-
-    schema: str = DRIFT_SCHEMA
-    asset: str
-    kind: Literal["score", "signal"]
-    signal: str | None
-    direction: Literal["up", "down"]
-    detected_at: str
-    window_at: str
-    is_drift: bool
-    anomalous_fraction: float
-    reference_mean: float
-    mean_since_reference: float
-    model: ModelRef
-
-
-def encode_drift(notice: DriftNotice) -> bytes:
-    return _ENCODER.encode(notice)
