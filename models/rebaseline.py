@@ -108,8 +108,9 @@ class BaselineWatch:
 
     def __init__(self, n_signals: int) -> None:
         self.offset = np.zeros(n_signals, dtype=np.float64)
-        self._ts: list[int] = []
-        self._levels: list[list[float]] = []
+        #: The current stretch of windows under an open alert: reading times and levels.
+        self._ts = np.zeros(0, np.int64)
+        self._levels = np.zeros((0, n_signals))
 
     def observe(
         self,
@@ -131,28 +132,25 @@ class BaselineWatch:
         """
         if not config.enabled or subspace.basis.shape[0] == 0:
             return None
-        for j in range(ts_ms.size):
-            if not alert_open[j]:
-                self._ts.clear()
-                self._levels.clear()
-                continue
-            self._ts.append(int(ts_ms[j]))
-            self._levels.append(levels[j].tolist())
-        if not self._ts:
+        # Only the windows after the last one with the alert not open extend the stretch.
+        closed = np.flatnonzero(~np.asarray(alert_open, dtype=np.bool_))
+        if closed.size:
+            self._ts = np.zeros(0, np.int64)
+            self._levels = np.zeros((0, self.offset.size))
+        start = int(closed[-1]) + 1 if closed.size else 0
+        self._ts = np.concatenate([self._ts, np.asarray(ts_ms[start:], np.int64)])
+        self._levels = np.concatenate([self._levels, np.asarray(levels[start:], np.float64)])
+        if not self._ts.size:
             return None
-        now = self._ts[-1]
+        now = int(self._ts[-1])
         # Keep just over one stretch of history; judge steadiness once per batch.
-        drop = 0
-        while (
-            len(self._ts) - drop > config.min_windows
-            and self._ts[drop] < now - config.stable_for_ms
-        ):
-            drop += 1
-        del self._ts[:drop], self._levels[:drop]
+        old = np.flatnonzero(self._ts < now - config.stable_for_ms)
+        drop = min(int(old[-1]) + 1 if old.size else 0, self._ts.size - config.min_windows)
+        if drop > 0:
+            self._ts, self._levels = self._ts[drop:], self._levels[drop:]
         if not self._steady(now, config):
             return None
-        level = np.asarray(self._levels, dtype=np.float64)
-        recent = level[level.shape[0] // 2 :].mean(axis=0)
+        recent = self._levels[self._levels.shape[0] // 2 :].mean(axis=0)
         inside = subspace.inside(recent)
         outside = float(np.linalg.norm(recent - inside))
         if outside > config.max_outside_fraction * float(np.linalg.norm(recent - self.offset)):
@@ -161,16 +159,15 @@ class BaselineWatch:
         if accept is not None and not accept(inside):
             return None
         self.offset = inside
-        self._ts.clear()
-        self._levels.clear()
+        self._ts = np.zeros(0, np.int64)
+        self._levels = np.zeros((0, self.offset.size))
         return now
 
     def _steady(self, now_ms: int, config: RebaselineConfig) -> bool:
-        n = len(self._ts)
-        if n < config.min_windows or now_ms - self._ts[0] < config.stable_for_ms:
+        n = self._ts.size
+        if n < config.min_windows or now_ms - int(self._ts[0]) < config.stable_for_ms:
             return False
-        level = np.asarray(self._levels, dtype=np.float64)
-        first, second = level[: n // 2].mean(axis=0), level[n // 2 :].mean(axis=0)
+        first, second = self._levels[: n // 2].mean(axis=0), self._levels[n // 2 :].mean(axis=0)
         shift = float(np.linalg.norm(second - self.offset))
         return float(np.linalg.norm(second - first)) <= config.steady_fraction * max(1.0, shift)
 
@@ -178,8 +175,8 @@ class BaselineWatch:
         return {
             "v": SNAPSHOT_VERSION,
             "offset": self.offset.tolist(),
-            "ts": list(self._ts),
-            "levels": [list(row) for row in self._levels],
+            "ts": self._ts.tolist(),
+            "levels": self._levels.tolist(),
         }
 
     @classmethod
@@ -191,8 +188,8 @@ class BaselineWatch:
         if offset.shape != (n_signals,) or not np.isfinite(offset).all():
             raise ValueError("baseline snapshot was made for another model (signals)")
         watch.offset = offset
-        watch._ts = [int(t) for t in snap["ts"]]
-        watch._levels = [[float(v) for v in row] for row in snap["levels"]]
-        if len(watch._ts) != len(watch._levels):
-            raise ValueError("baseline snapshot: times and levels differ in length")
+        watch._ts = np.asarray(snap["ts"], dtype=np.int64).reshape(-1)
+        watch._levels = np.asarray(snap["levels"], dtype=np.float64).reshape(-1, n_signals)
+        if watch._ts.size != watch._levels.shape[0] or not np.isfinite(watch._levels).all():
+            raise ValueError("baseline snapshot: times and levels differ in length or are damaged")
         return watch

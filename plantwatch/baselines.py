@@ -69,7 +69,7 @@ class Baselines:
         cfg = self.config
         events: list[AlertEvent] = []
         notices: list[Notice] = []
-        if not cfg.enabled or self.subspace.basis.shape[0] == 0:
+        if not self.enabled:
             return events, notices
         if not alert_open.any() and not self._watches:
             return events, notices

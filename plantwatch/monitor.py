@@ -206,10 +206,12 @@ class Monitor:
         if not windows:
             return outcome
         batch = np.stack(windows)
-        # Levels before any re-baselining offset: what the baseline watch compares.
+        runs = list(_runs(assets))
+        # Before any re-baselining offset: each window's level (what the baseline watch
+        # compares) and each asset's newest window (what a candidate baseline is tried on).
         levels = batch.mean(axis=1, dtype=np.float64)
-        raw = batch.copy() if self.baselines.enabled else batch
-        self.baselines.apply(list(_runs(assets)), batch)
+        last = {a: batch[end - 1].copy() for a, _, end in runs} if self.baselines.enabled else {}
+        self.baselines.apply(runs, batch)
         started = time.perf_counter()
         scores, contributions = self.model.scorer.score_batch(batch)
         outcome.score_seconds = time.perf_counter() - started
@@ -224,8 +226,6 @@ class Monitor:
         # Anomaly events first, then the sensor events of the batch, then re-baselining.
         outcome.events[:0] = judged
         scored = outcome.scored
-        runs = list(_runs(scored.assets))
-        last = {asset: raw[end - 1] for asset, _, end in runs}
 
         def normal_after(asset: str, offset: npt.NDArray[np.float64]) -> bool:
             """Would the asset's newest window, relative to ``offset``, be judged normal?"""
