@@ -56,10 +56,24 @@ def parse_ts(value: object) -> int:
     )
 
 
-def _datetime_ms(dt: datetime) -> int:
+def format_ts_ms(text: str) -> int:
+    """The inverse of :func:`format_ts`, for times this program wrote itself: no range check,
+    so a replayed file from 1995 (or one timed in seconds from 0) reads back as it was written.
+
+    >>> format_ts_ms(format_ts(1_000))
+    1000
+    """
+    return _unchecked_ms(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+
+
+def _unchecked_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    ms = round(dt.timestamp() * 1000)
+    return round(dt.timestamp() * 1000)
+
+
+def _datetime_ms(dt: datetime) -> int:
+    ms = _unchecked_ms(dt)
     if not MIN_TS_MS <= ms < MAX_TS_MS:
         raise ValueError(f"timestamp {dt.isoformat()} is outside 2000..3000")
     return ms

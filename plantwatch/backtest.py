@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from alerts.events import AlertEvent
 from common.progress import Progress
-from common.timestamps import parse_ts
+from common.timestamps import format_ts_ms
 from models.artifact import TrainedModel
 from models.training import train_model
 from plantwatch.monitor import Monitor
@@ -200,10 +200,10 @@ def _mark_sensor_alerts(
         if event.event == "opened":
             opened[event.alert_id] = event
         elif event.event == "resolved" and event.alert_id in opened:
-            spans.append((opened.pop(event.alert_id), parse_ts(event.window_at)))
+            spans.append((opened.pop(event.alert_id), format_ts_ms(event.window_at)))
     spans.extend((event, None) for event in opened.values())
     for event, end_ms in spans:
-        start_ms = parse_ts(event.window_at)
+        start_ms = format_ts_ms(event.window_at)
         if event.reason.startswith("spike"):
             start_ms -= int(lookback_ms(event.asset))
         rows = (ts_ms >= start_ms) & (ts_ms <= (end_ms if end_ms is not None else ts_ms.max()))

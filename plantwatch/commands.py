@@ -19,7 +19,7 @@ import numpy as np
 
 from common.progress import Progress
 from plantwatch.settings import Settings, with_overrides
-from stream.files import FileFormatError, Table, read_table
+from stream.files import ROW_ORDER, FileFormatError, Table, read_table
 
 log = logging.getLogger("plantwatch")
 
@@ -70,7 +70,7 @@ def training_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
 
 def _read(args: argparse.Namespace, *, signals: tuple[str, ...] | None = None) -> Table:
     try:
-        return read_table(
+        table = read_table(
             args.input,
             time_column=args.time_column,
             label_column=args.labels,
@@ -78,6 +78,13 @@ def _read(args: argparse.Namespace, *, signals: tuple[str, ...] | None = None) -
         )
     except FileFormatError as exc:
         raise SystemExit(f"plantwatch: {exc}") from exc
+    if table.time_column == ROW_ORDER:
+        print(
+            f"note: {args.input} has no time column (timestamp, datetime, time or ts); "
+            "its rows are taken in file order, one second apart (--time-column NAME names one)",
+            file=sys.stderr,
+        )
+    return table
 
 
 def _hyper(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,7 +99,8 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-column",
         metavar="NAME",
-        help="time column (default: timestamp, datetime, time or ts)",
+        help="time column (default: timestamp, datetime, time or ts; a file with none is "
+        "taken in row order, one second apart)",
     )
     p.add_argument(
         "--labels",

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from common.cadence import cadence_of_intervals, measure_cadence
+from common.timestamps import MIN_TS_MS
 
 TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
 #: Columns that carry ground truth in common data sets (SKAB, our simulator, NAB-style
@@ -29,6 +30,8 @@ TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
 LABEL_LIKE_COLUMNS = frozenset(
     {"anomaly", "changepoint", "label", "labels", "fault", "fault_kind", "is_anomaly", "attack"}
 )
+#: ``time_column`` of a file without one: rows in file order, one second apart.
+ROW_ORDER = ""
 #: Epoch numbers below this are taken as seconds, above as milliseconds.
 _EPOCH_SECONDS_LIMIT = 100_000_000_000
 
@@ -166,7 +169,8 @@ def read_table(
 
     Rows are sorted by asset, then time (stable). ``signals`` fixes which columns are used
     and in which order (a model's signal list); otherwise every numeric column that is not
-    the time, asset or a label-like column is a signal.
+    the time, asset or a label-like column is a signal. With no time column (none named
+    and none of :data:`TIME_COLUMNS`), rows keep file order, one second apart.
     """
     path = Path(path)
     table = _read_arrow(path)
@@ -174,16 +178,18 @@ def read_table(
     if time_column is None:
         lowered = {n.lower(): n for n in names}
         time_column = next((lowered[c] for c in TIME_COLUMNS if c in lowered), None)
-        if time_column is None:
-            raise FileFormatError(
-                f"{path}: no time column; expected one of {', '.join(TIME_COLUMNS)} "
-                f"or --time-column NAME (columns are: {', '.join(names[:12])})"
-            )
-    elif time_column not in names:
+    elif time_column != ROW_ORDER and time_column not in names:
         raise FileFormatError(f"{path}: time column {time_column!r} not among {names[:12]}")
     if label_column is not None and label_column not in names:
         raise FileFormatError(f"{path}: label column {label_column!r} not among {names[:12]}")
-    ts_ms = _to_epoch_ms(table.column(time_column), time_column)
+    if time_column is None or time_column == ROW_ORDER:
+        # A matrix of readings with no clock (a lab export, a benchmark's .txt): file order,
+        # one second apart. The cadence is then one second; settings in milliseconds
+        # (cooldown, re-baselining) count readings as seconds.
+        time_column = ROW_ORDER
+        ts_ms = MIN_TS_MS + 1000 * np.arange(table.num_rows, dtype=np.int64)
+    else:
+        ts_ms = _to_epoch_ms(table.column(time_column), time_column)
 
     reserved = {time_column, asset_column, label_column} | {
         n for n in names if n.lower() in LABEL_LIKE_COLUMNS

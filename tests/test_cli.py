@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 
@@ -120,6 +121,37 @@ def test_train_then_backtest_on_simulated_plant(tmp_path: Path) -> None:
     metrics = json.loads(report.read_text())
     assert metrics["alerts"]["events_labelled"] == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("clock", ["index", "none"])
+def test_backtest_a_univariate_stream_timed_by_row_index_or_not_at_all(
+    tmp_path: Path, clock: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Benchmarks of univariate streams number their rows (timestamp 1, 2, 3 ...: January
+    # 1970 as seconds) or carry no time at all; both must backtest, alerts and all.
+    rng = np.random.default_rng(3)
+    n = 3000
+    value = 10 + np.sin(np.arange(n) / 200) + rng.normal(0, 0.2, n)
+    label = np.zeros(n, dtype=int)
+    value[2000:2100] += 4.0
+    label[2000:2100] = 1
+    value[2500] += 6.0  # one spike: a sensor alert, spanned back over its excursion
+    label[2500] = 1
+    rows = [f"{v},{lab}" for v, lab in zip(value.tolist(), label.tolist(), strict=True)]
+    if clock == "index":
+        text = "timestamp,value,is_anomaly\n" + "".join(
+            f"{i + 1},{r}\n" for i, r in enumerate(rows)
+        )
+    else:
+        text = "value,is_anomaly\n" + "".join(f"{r}\n" for r in rows)
+    src = tmp_path / "stream.csv"
+    src.write_text(text)
+    report = tmp_path / "report.json"
+    args = ["backtest", "--input", str(src), "--train-fraction", "0.5", "--labels", "is_anomaly"]
+    assert main([*args, "--out", str(tmp_path / "o.csv"), "--report", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["alerts"]["events_detected"] >= 1, metrics["alerts"]
+    assert ("no time column" in capsys.readouterr().err) == (clock == "none")
 
 
 def test_errors_are_sentences_not_tracebacks(

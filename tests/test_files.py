@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stream.files import FileFormatError, read_table
+from common.timestamps import MIN_TS_MS
+from stream.files import ROW_ORDER, FileFormatError, read_table
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 
@@ -57,11 +58,28 @@ def test_segments_split_at_gaps(tmp_path: Path) -> None:
     assert read_table(f).segments(max_gap_ms=10_000) == [(0, 3), (3, 5)]
 
 
+def test_a_file_without_a_clock_keeps_row_order_one_second_apart(tmp_path: Path) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text("a,label\n3,0\n1,1\n2,0\n")
+    t = read_table(f, label_column="label")
+    assert t.time_column == ROW_ORDER
+    assert t.values[:, 0].tolist() == [3.0, 1.0, 2.0]  # not sorted by value: file order
+    assert np.diff(t.ts_ms).tolist() == [1000, 1000] and t.ts_ms[0] == MIN_TS_MS
+
+
+def test_small_numbers_as_time_are_seconds_even_before_2000(tmp_path: Path) -> None:
+    # Benchmarks index their rows 1, 2, 3 ... in a "timestamp" column: seconds from 1970.
+    f = tmp_path / "x.csv"
+    f.write_text("timestamp,value\n2,5\n1,4\n3,6\n")
+    t = read_table(f)
+    assert t.ts_ms.tolist() == [1000, 2000, 3000]
+
+
 def test_errors_name_the_problem(tmp_path: Path) -> None:
     f = tmp_path / "x.csv"
     f.write_text("when,a\n1,2\n")
-    with pytest.raises(FileFormatError, match="no time column"):
-        read_table(f)
+    with pytest.raises(FileFormatError, match="not among"):
+        read_table(f, time_column="at")
     with pytest.raises(FileFormatError, match="does not exist"):
         read_table(tmp_path / "missing.csv")
     with pytest.raises(FileFormatError, match="label column"):
