@@ -341,13 +341,22 @@ def _warn_undecided(result: Any, settings: Settings) -> None:
     """Say so when many rows got no verdict, and which setting decides that."""
     from models.thresholds.spot import MIN_BRIDGE_SCORES
 
-    undecided = ~np.isfinite(result.thresholds)
+    scored = np.isfinite(result.scores)
+    unscored = float((~scored).mean()) if scored.size else 0.0
+    if unscored > 0.05 and result.model is not None:
+        print(
+            f"note: {unscored:.0%} of rows were not scored: a window needs "
+            f"{result.model.window} readings in a row, so the first {result.model.window - 1} "
+            "of each asset (and of each run after a gap in its readings) only fill it",
+            file=sys.stderr,
+        )
+    undecided = scored & ~np.isfinite(result.thresholds)
     share = float(undecided.mean()) if undecided.size else 0.0
     if share <= 0.05:
         return
     calibration = len(result.model.calibration_scores) if result.model is not None else 0
     print(
-        f"warning: {share:.0%} of rows got no decision (no finite threshold yet). The model "
+        f"warning: {share:.0%} of rows were scored but got no decision (no threshold yet). The model "
         f"brought {calibration} calibration scores and threshold.grace is "
         f"{settings.threshold.grace}; with fewer than {MIN_BRIDGE_SCORES} calibration scores "
         "the threshold waits for scores to stream in. Train on more rows (or a shorter "

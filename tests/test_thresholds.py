@@ -373,3 +373,21 @@ def test_invalid_inputs_raise_with_a_reason() -> None:
     dspot = make_threshold(ThresholdConfig(kind="dspot", depth=5), np.ones(100)).snapshot()
     with pytest.raises(ValueError, match="ring has 4 values but depth is 5"):
         restore({**dspot, "ring": dspot["ring"][:4]})
+
+
+@pytest.mark.parametrize("kind", ["spot", "dspot"])
+def test_a_slowly_growing_fault_does_not_leave_the_threshold_blind(kind: str) -> None:
+    # Scores that grow 500-fold over 20,000 windows stay just under a threshold that moves
+    # with them; learned as peaks they would fatten the tail until nothing was anomalous.
+    rng = np.random.default_rng(0)
+    calibration = rng.exponential(size=5000)
+    results = {}
+    for growth in (10.0, 1e9):  # the default, and no cap at all
+        th = make_threshold(ThresholdConfig(kind=kind, max_tail_growth=growth), calibration)
+        first = th.value
+        th.update(np.geomspace(1, 500, 20_000) * rng.exponential(size=20_000))
+        th.update(rng.exponential(size=20_000))  # the fault is over
+        _, anomalous, _ = th.update(np.full(10, 20.0 * first))  # a plain fault after it
+        results[growth] = (th.value / first, bool(anomalous.all()))
+    assert results[10.0][0] <= 10.5 and results[10.0][1], results
+    assert results[1e9][0] > 100 and not results[1e9][1], results  # what the cap prevents

@@ -5,7 +5,9 @@ value a normal one exceeds with probability ``q``; it moves only when a peak is 
 Each peak keeps the cap ``z_q - t`` it was learned under, so the refit undoes the
 truncation that protection causes (see :mod:`models.thresholds.spot`). ``z_q`` is never
 below ``t``: when ``q * n / N_t >= 1`` the model has no information under ``t``, so ``t``
-is used (its exceedance rate ``N_t / n`` is then at most ``q``).
+is used (its exceedance rate ``N_t / n`` is then at most ``q``), and never more than
+``max_tail_growth`` times its calibrated excess over ``t`` (a slowly growing fault must
+not teach the tail that huge excesses are normal).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Tail:
         self.zq = t
         self.fit_size = 0  # stored peaks at the last maximum-likelihood fit
         self.since_fit = 0
+        self.growth = config.max_tail_growth
+        #: The most ``z_q - t`` may become: ``max_tail_growth`` x its calibrated value.
+        self.max_excess = math.inf
 
     @classmethod
     def calibrate(cls, config: ThresholdConfig, data: FloatArray) -> Tail:
@@ -69,6 +74,7 @@ class Tail:
             spread = float(data.std())
             tail.gamma, tail.sigma = 0.0, max(spread, MIN_SIGMA * max(1.0, abs(tail.t)))
         tail._update_zq()
+        tail.max_excess = tail.growth * max(tail.zq - tail.t, MIN_SIGMA * max(1.0, abs(tail.t)))
         return tail
 
     def _fit(self) -> None:
@@ -78,7 +84,7 @@ class Tail:
 
     def _update_zq(self) -> None:
         ratio = self.q * self.n / self.n_peaks if self.n_peaks else math.inf
-        self.zq = self.t + excess_quantile(self.gamma, self.sigma, ratio)
+        self.zq = self.t + min(excess_quantile(self.gamma, self.sigma, ratio), self.max_excess)
 
     def add_peak(self, excess: float) -> None:
         self.peaks[self.head] = excess
@@ -122,6 +128,7 @@ class Tail:
             "zq": self.zq,
             "fit_size": self.fit_size,
             "since_fit": self.since_fit,
+            "max_excess": self.max_excess if math.isfinite(self.max_excess) else None,
         }
 
     @classmethod
@@ -146,4 +153,7 @@ class Tail:
         tail.zq = as_float(obj["zq"], "zq")
         tail.fit_size = as_int(obj["fit_size"], "fit_size")
         tail.since_fit = as_int(obj["since_fit"], "since_fit")
+        # Absent in snapshots made before the cap existed: uncapped, as they were made.
+        cap = obj.get("max_excess")
+        tail.max_excess = math.inf if cap is None else as_float(cap, "max_excess")
         return tail
