@@ -356,8 +356,8 @@ def _warn_undecided(result: Any, settings: Settings) -> None:
         return
     calibration = len(result.model.calibration_scores) if result.model is not None else 0
     print(
-        f"warning: {share:.0%} of rows were scored but got no decision (no threshold yet). The model "
-        f"brought {calibration} calibration scores and threshold.grace is "
+        f"warning: {share:.0%} of rows were scored but got no decision (no threshold yet). "
+        f"The model brought {calibration} calibration scores and threshold.grace is "
         f"{settings.threshold.grace}; with fewer than {MIN_BRIDGE_SCORES} calibration scores "
         "the threshold waits for scores to stream in. Train on more rows (or a shorter "
         "--window), or lower threshold.grace",
