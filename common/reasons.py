@@ -22,5 +22,8 @@ class Reason(enum.StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     NON_NUMERIC_VALUE = "non_numeric_value"
     NON_FINITE_VALUE = "non_finite_value"
+    #: Finite, but beyond what a float32 window holds (|value| > 3.4e38): it would turn
+    #: into infinity on the way to the model.
+    OUT_OF_RANGE = "out_of_range"
     OVERSIZE = "oversize"
     UNKNOWN_SIGNAL = "unknown_signal"

@@ -20,11 +20,15 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from common.reasons import Reason
 from common.timestamps import format_ts, parse_ts
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+#: Magnitudes from here up round to infinity as a float32 (the largest float32 plus half
+#: its last step): model windows are float32.
+FLOAT32_OVERFLOW = float(np.finfo(np.float32).max) + 2.0**103
 
 
 class SensorReading(msgspec.Struct, frozen=True):
@@ -105,6 +109,11 @@ class ReadingDecoder:
         for name, value in values.items():
             if value is not None and not math.isfinite(value):
                 return Rejection(Reason.NON_FINITE_VALUE, f"signal {name!r} is {value}")
+            if value is not None and abs(value) >= FLOAT32_OVERFLOW:
+                return Rejection(
+                    Reason.OUT_OF_RANGE,
+                    f"signal {name!r} is {value:g}, beyond the ±3.4e38 a model window holds",
+                )
             if not name:
                 return Rejection(Reason.UNKNOWN_SIGNAL, "a signal name is empty")
         if self._allowed is not None:

@@ -43,6 +43,10 @@ class Push(enum.StrEnum):
     LATE = "late"
 
 
+#: Normalised readings are clipped to this magnitude (training spreads from the mean).
+MAX_NORMALISED = 1e6
+
+
 class AssetWindow:
     """Ring buffer of the last ``window`` normalised readings of one asset."""
 
@@ -116,11 +120,18 @@ class AssetWindow:
         row = self._last.copy()
         fresh = np.zeros(len(self.signals), dtype=bool)
         index = self._index
-        for name, value in values.items():
-            i = index.get(name)
-            if i is not None and value is not None and math.isfinite(value):
-                row[i] = value
-                fresh[i] = True
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, value in values.items():
+                i = index.get(name)
+                if i is not None and value is not None and math.isfinite(value):
+                    row[i] = value
+                    fresh[i] = True
+            overflow = np.isinf(row)
+        if overflow.any():
+            # A value the decoder let through that is infinite as a float32 (1e39): it
+            # would poison every window it is in, so it counts as not sent.
+            row = np.where(overflow, self._last, row)
+            fresh &= ~overflow
         self._carried = np.where(fresh, 0, self._carried + 1)
         self._last = row
         if np.isnan(row).any():
@@ -128,7 +139,10 @@ class AssetWindow:
             # starts filling again after it.
             self.reset()
             return Push.MISSING
-        normed = (row - self.mean) / self.scale
+        # A reading a million training spreads away is already as abnormal as it gets;
+        # beyond that a scorer's squares would overflow float32 into inf.
+        with np.errstate(over="ignore"):
+            normed = np.clip((row - self.mean) / self.scale, -MAX_NORMALISED, MAX_NORMALISED)
         self._buf[self._pos] = normed
         self._buf[self._pos + self.window_size] = normed
         self._pos = (self._pos + 1) % self.window_size

@@ -126,4 +126,3 @@ def test_set_goes_over_the_environment_and_is_validated() -> None:
 def test_set_passes_kafka_properties_through_as_text() -> None:
     s = load_settings(env={}, sets=["kafka.properties.sasl.mechanism=SCRAM-SHA-512"])
     assert s.kafka.client_config()["sasl.mechanism"] == "SCRAM-SHA-512"
-

@@ -140,3 +140,15 @@ def _ms(text: str) -> int:
     from common.timestamps import parse_ts
 
     return parse_ts(text)
+
+
+def test_values_beyond_float32_never_stop_the_monitor(model: TrainedModel) -> None:
+    # A file or a producer can hand the core values the decoder would refuse: the window
+    # must keep them out, and the batch is scored as usual.
+    monitor = Monitor.from_settings(model, load_settings(env={}))
+    rng = np.random.default_rng(4)
+    data = plant(200, rng)
+    readings = readings_for({"p1": data})
+    readings[120] = SensorReading("p1", readings[120].ts_ms, {"a": 1e39, "b": -1e38, "c": 3e38})
+    out = monitor.process(readings, now_ms=T0)
+    assert len(out.scored) > 0 and np.isfinite(out.scored.scores).all()

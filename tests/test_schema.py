@@ -6,6 +6,7 @@ import json
 import math
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,6 +84,9 @@ def test_null_value_is_missing_not_rejected() -> None:
         (b'{"asset": "a", "ts": 1795899600123, "values": [1]}', Reason.NON_NUMERIC_VALUE),
         (b'{"asset": "a", "ts": 1795899600123, "values": {"x": NaN}}', Reason.NON_FINITE_VALUE),
         (b'{"asset": "a", "ts": 1795899600123, "values": {"x": 1e999}}', Reason.NON_FINITE_VALUE),
+        # Finite in float64 but infinite in a float32 window: once it killed the monitor.
+        (b'{"asset": "a", "ts": 1795899600123, "values": {"x": 1e39}}', Reason.OUT_OF_RANGE),
+        (b'{"asset": "a", "ts": 1795899600123, "values": {"x": -4e38}}', Reason.OUT_OF_RANGE),
     ],
 )
 def test_bad_input_classes(raw: bytes | None, expected: Reason) -> None:
@@ -107,7 +111,9 @@ def test_parse_ts_refuses_seconds_with_a_hint() -> None:
     assert parse_ts(MIN_TS_MS) == MIN_TS_MS
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# Every double a float32 window holds (beyond that: out_of_range, tested above).
+F32 = float(np.finfo(np.float32).max)
+finite = st.floats(min_value=-F32, max_value=F32, width=64)
 names = st.text(min_size=1, max_size=12)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.window import AssetWindow, Push
+from stream.window import MAX_NORMALISED, AssetWindow, Push
 
 SIGNALS = ("a", "b")
 MEAN = np.array([1.0, 10.0], np.float32)
@@ -41,6 +41,20 @@ def test_missing_values_carried_until_stale() -> None:
     assert w.push(4000, {"a": 4.0}) is Push.STALE
     assert w.push(5000, {"a": 5.0, "b": 2.0}) is Push.READY
     assert w.window()[-1, 1] == np.float32((2.0 - 10.0) / 5.0)
+
+
+def test_a_value_infinite_in_float32_counts_as_not_sent() -> None:
+    # 1e39 is finite as a float64 and infinite as a float32: never in a window. 1e38 fits
+    # a float32 but not once normalised by a tiny training spread: clipped, still extreme.
+    w = AssetWindow(SIGNALS, window=2, stride=1, mean=MEAN, scale=np.array([1e-3, 5.0], np.float32))
+    w.push(1000, {"a": 1.0, "b": 10.0})
+    assert w.push(2000, {"a": 1e39, "b": 10.0}) is Push.READY
+    assert w.window()[-1, 0] == w.window()[0, 0]  # the last good value carried
+    assert w.push(3000, {"a": 1e38, "b": 10.0}) is Push.READY
+    assert np.isfinite(w.window()).all()
+    assert w.window()[-1, 0] == np.float32(MAX_NORMALISED)
+    fresh = make(window=2)
+    assert fresh.push(1000, {"a": 1e39, "b": 1.0}) is Push.MISSING  # nothing to carry yet
 
 
 def test_never_seen_signal_is_missing() -> None:
