@@ -71,7 +71,15 @@ def load_states(
     """Read the state topic from the start to its current end: newest snapshot per asset.
 
     Uses a throwaway consumer with manual assignment (no group, nothing committed). A
-    record with an empty value is a tombstone (the asset was retired).
+    record with an empty value is a tombstone (the asset was retired); one that is not a
+    JSON object is skipped with a warning.
+
+    A partition is read when the consumer itself reports its end (``enable.partition.eof``),
+    not when a record at ``high - 1`` arrives: the offsets of a partition written in
+    transactions end in commit markers that no consumer ever receives, so waiting for that
+    record never ended (it made every exactly-once restart crash). The
+    deadline is on progress, not the whole read: ``timeout_s`` without a record or an
+    end-of-partition, so a large state topic takes as long as it needs.
     """
     conf = {k: v for k, v in consumer_config.items() if k != "group.id"}
     conf.update(
@@ -79,7 +87,7 @@ def load_states(
             "group.id": f"plantwatch-state-loader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": "false",
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": "false",
+            "enable.partition.eof": "true",
         }
     )
     consumer = Consumer(conf)
@@ -89,44 +97,58 @@ def load_states(
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             return states
-        ends: dict[int, int] = {}
         assign: list[TopicPartition] = []
         for p in tmeta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
-                ends[p] = high
                 assign.append(TopicPartition(topic, p, low))
         if not assign:
             return states
         consumer.assign(assign)
         deadline = time.monotonic() + timeout_s
         done: set[int] = set()
-        while len(done) < len(ends):
+        while len(done) < len(assign):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"reading state topic {topic} took over {timeout_s:g} s; "
+                    f"reading state topic {topic}: nothing new for {timeout_s:g} s with "
+                    f"{len(assign) - len(done)} of {len(assign)} partitions still unread; "
                     "is the broker reachable?"
                 )
             for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                deadline = time.monotonic() + timeout_s
                 err = msg.error()
+                part = msg.partition()
                 if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        # Nothing more to read: past every record and marker (a
+                        # read_committed consumer stops at the last stable offset: records
+                        # of a transaction still open are not state to restore).
+                        if part is not None:
+                            done.add(part)
+                        continue
                     if err.fatal():
                         raise KafkaException(err)
                     continue
-                part, offset = msg.partition(), msg.offset()
-                key = msg.key()
-                if key is not None:
-                    asset = key.decode("utf-8", errors="replace")
-                    value = msg.value()
-                    if value:
-                        try:
-                            states[asset] = msgspec.json.decode(value)
-                        except msgspec.DecodeError:
-                            log.warning("state record for %s is not JSON; ignored", asset)
-                    else:
-                        states.pop(asset, None)
-                if part is not None and offset is not None and offset + 1 >= ends.get(part, 0):
-                    done.add(part)
+                _keep_record(states, msg.key(), msg.value())
     finally:
         consumer.close()
     return states
+
+
+def _keep_record(states: dict[str, dict[str, Any]], key: bytes | None, value: bytes | None) -> None:
+    """One state record into ``states``: the newest per asset, a tombstone removes it."""
+    if key is None:
+        return
+    asset = key.decode("utf-8", errors="replace")
+    if not value:
+        states.pop(asset, None)
+        return
+    try:
+        state = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        log.warning("state record for %s is not JSON; ignored", asset)
+        return
+    if not isinstance(state, dict):
+        log.warning("state record for %s is JSON but not an object; ignored", asset)
+        return
+    states[asset] = state
