@@ -32,7 +32,8 @@ it lasts. An operator can refuse re-baselining per asset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -42,8 +43,12 @@ import numpy.typing as npt
 
 from common.config import Config
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 F64 = npt.NDArray[np.float64]
+#: The share of normal one-window moves of the relations that stay under the jump scale,
+#: and the margin on top: a fault's step is many times larger, a drift's far smaller.
+JUMP_QUANTILE = 0.999
+JUMP_MARGIN = 1.5
 
 
 class RebaselineConfig(Config, frozen=True, kw_only=True):
@@ -62,6 +67,10 @@ class RebaselineConfig(Config, frozen=True, kw_only=True):
     max_outside_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.25
     #: The subspace of normal moves: principal directions carrying this share of variance.
     variance: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.9
+    #: Following slow drift of the relations (see :class:`DriftFollower`): the time
+    #: constant, in reading time, of the exponential smoothing that follows the part of
+    #: each asset's level the subspace does not explain; 0 turns following off.
+    follow_ms: Annotated[int, msgspec.Meta(ge=0)] = 3_600_000
     #: Assets an operator does not allow to be re-baselined (their alerts stay open).
     refuse_assets: tuple[str, ...] = ()
 
@@ -92,6 +101,12 @@ class BaselineSubspace:
         v = np.asarray(shift, dtype=np.float64)
         return np.asarray(self.basis.T @ (self.basis @ v), dtype=np.float64)
 
+    def outside(self, levels: npt.ArrayLike) -> F64:
+        """The part of each row of ``levels`` (``(m, signals)``) the subspace does not hold:
+        how far the relations between the signals are off."""
+        v = np.asarray(levels, dtype=np.float64)
+        return np.asarray(v - (v @ self.basis.T) @ self.basis, dtype=np.float64)
+
     def to_json(self) -> list[list[float]]:
         return [[float(x) for x in row] for row in self.basis.tolist()]
 
@@ -103,6 +118,139 @@ class BaselineSubspace:
         return cls(basis)
 
 
+@dataclass(frozen=True)
+class FollowBasis:
+    """What training tells the drift follower: ``jump``, how far the relation residual of
+    the level (what the subspace does not hold, normalised units) moves within one window
+    length in normal operation. Measured on the training rows as the ``JUMP_QUANTILE`` of
+    the move between consecutive non-overlapping stretches of ``window`` rows, times
+    ``JUMP_MARGIN``; anything faster is a jump and is never followed.
+    """
+
+    jump: float
+
+    @classmethod
+    def fit(
+        cls, blocks: Sequence[npt.ArrayLike], subspace: BaselineSubspace, window: int
+    ) -> FollowBasis | None:
+        """From the normalised training blocks; ``None`` without a subspace (one signal) or
+        when no block spans two windows."""
+        if not subspace.basis.shape[0]:
+            return None
+        w = max(1, int(window))
+        moves: list[F64] = []
+        for block in blocks:
+            x = np.asarray(block, dtype=np.float64)
+            if x.shape[0] < 2 * w:
+                continue
+            csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
+            resid = subspace.outside((csum[w:] - csum[:-w]) / w)  # each stretch of w rows
+            moves.append(np.linalg.norm(resid[w:] - resid[:-w], axis=1))
+        found = np.concatenate(moves) if moves else np.zeros(0)
+        found = found[np.isfinite(found)]
+        if not found.size:
+            return None
+        return cls(float(np.quantile(found, JUMP_QUANTILE) * JUMP_MARGIN))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jump": self.jump}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FollowBasis:
+        jump = float(raw["jump"])
+        if not (math.isfinite(jump) and jump >= 0):
+            raise ValueError(f"drift following: jump scale {jump} is not a finite number >= 0")
+        return cls(jump)
+
+
+class DriftFollower:
+    """Follows one asset's slow drift of the relations between its signals.
+
+    A sensor that loses its calibration over hours, or a plant whose relations creep with
+    wear, moves the relation residual of the level (what the subspace of normal moves does
+    not hold) slowly; a fault or a step moves it at once. The follower keeps ``target``,
+    the residual with every jump taken out (a move larger than the jump scale within one
+    window length adds nothing) and never beyond the residual the asset shows now (signal
+    by signal, between zero and it), and ``offset``, an exponential smoothing of
+    ``target`` with time constant ``follow_ms`` of reading time. The monitor judges each
+    window relative to ``offset``: a slow drift is followed with a lag, a step is never
+    followed and stays alerted as long as it lasts, a relation back in place is let go
+    within the time constant, and moves along the subspace (the operating point) are left
+    to the model and to re-baselining.
+    """
+
+    def __init__(self, n_signals: int, window: int) -> None:
+        self.offset = np.zeros(n_signals, dtype=np.float64)
+        self.target = np.zeros(n_signals, dtype=np.float64)
+        self.window = max(1, int(window))
+        #: The residuals of the last ``window`` windows (oldest first) and the newest time.
+        self._recent = np.zeros((0, n_signals), dtype=np.float64)
+        self._last_ts: int | None = None
+
+    def follow(
+        self,
+        ts_ms: npt.NDArray[np.int64],
+        levels: F64,
+        subspace: BaselineSubspace,
+        basis: FollowBasis,
+        follow_ms: float,
+    ) -> F64:
+        """Feed one batch's windows of the asset (time order, levels before any offset);
+        return the offset each of them is to be judged relative to (the one before it)."""
+        m = int(ts_ms.shape[0])
+        if m == 0:
+            return np.zeros((0, self.offset.size), dtype=np.float64)
+        first = self._last_ts is None
+        resid = subspace.outside(levels)
+        ext = np.vstack([self._recent, resid])
+        kept = self._recent.shape[0]
+        idx = np.arange(kept, kept + m)
+        # A jump: the residual over ``jump`` from a window length before (or the oldest).
+        back = ext[np.maximum(idx - self.window, 0)]
+        calm = np.linalg.norm(ext[idx] - back, axis=1) <= basis.jump
+        step = (ext[idx] - ext[np.maximum(idx - 1, 0)]) * calm[:, None]
+        if first:
+            # The first window seen is where the asset stands: the start of the target.
+            self.target = resid[0].copy()
+            step[0] = 0.0
+        times = np.asarray(ts_ms, dtype=np.float64)
+        before = np.concatenate([[times[0] if first else float(self._last_ts or 0)], times[:-1]])
+        alpha = -np.expm1(-np.clip(times - before, 0.0, None) / follow_ms)
+        target, g = self.target.copy(), self.offset.copy()
+        offsets = np.empty((m, g.size), dtype=np.float64)
+        for i in range(m):
+            offsets[i] = g
+            now = resid[i]
+            target = np.clip(target + step[i], np.minimum(now, 0.0), np.maximum(now, 0.0))
+            g = g + alpha[i] * (target - g)
+        self.offset, self.target = g, target
+        self._recent = ext[-self.window :].copy()
+        self._last_ts = int(ts_ms[-1])
+        return offsets
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset.tolist(),
+            "target": self.target.tolist(),
+            "recent": self._recent.tolist(),
+            "last_ts": self._last_ts,
+        }
+
+    @classmethod
+    def restore(cls, snap: Mapping[str, Any], n_signals: int, window: int) -> DriftFollower:
+        follower = cls(n_signals, window)
+        follower.offset = np.asarray(snap["offset"], dtype=np.float64).reshape(n_signals)
+        follower.target = np.asarray(snap["target"], dtype=np.float64).reshape(n_signals)
+        recent = np.asarray(snap["recent"], dtype=np.float64).reshape(-1, n_signals)
+        follower._recent = recent[-follower.window :]
+        last = snap.get("last_ts")
+        follower._last_ts = None if last is None else int(last)
+        parts = (follower.offset, follower.target, follower._recent)
+        if not all(np.isfinite(a).all() for a in parts):
+            raise ValueError("drift follower snapshot holds non-finite numbers")
+        return follower
+
+
 class BaselineWatch:
     """One asset's baseline offset and the watch for a steady new level under an alert."""
 
@@ -111,6 +259,8 @@ class BaselineWatch:
         #: The current stretch of windows under an open alert: reading times and levels.
         self._ts = np.zeros(0, np.int64)
         self._levels = np.zeros((0, n_signals))
+        #: The slow drift of the relations followed, when following is on.
+        self.follower: DriftFollower | None = None
 
     def observe(
         self,
@@ -177,13 +327,21 @@ class BaselineWatch:
             "offset": self.offset.tolist(),
             "ts": self._ts.tolist(),
             "levels": self._levels.tolist(),
+            "follow": None if self.follower is None else self.follower.snapshot(),
         }
 
     @classmethod
-    def restore(cls, snap: Mapping[str, Any], n_signals: int) -> BaselineWatch:
-        if snap.get("v") != SNAPSHOT_VERSION:
+    def restore(
+        cls, snap: Mapping[str, Any], n_signals: int, window: int | None = None
+    ) -> BaselineWatch:
+        """From :meth:`snapshot`; ``window`` is the model's when the monitor follows drift
+        (``None``: it does not). A snapshot without a follower (made before drift
+        following, or with it off) restores without one: it starts afresh."""
+        if snap.get("v") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"baseline snapshot version {snap.get('v')} is not {SNAPSHOT_VERSION}")
         watch = cls(n_signals)
+        if snap.get("follow") is not None and window is not None:
+            watch.follower = DriftFollower.restore(snap["follow"], n_signals, window)
         offset = np.asarray(snap["offset"], dtype=np.float64)
         if offset.shape != (n_signals,) or not np.isfinite(offset).all():
             raise ValueError("baseline snapshot was made for another model (signals)")

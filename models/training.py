@@ -28,7 +28,7 @@ from common.cadence import Cadence
 from models.artifact import TrainedModel
 from models.health import SensorHealthProfile
 from models.protocol import FloatArray, Normalizer, Scorer
-from models.rebaseline import BaselineSubspace
+from models.rebaseline import BaselineSubspace, FollowBasis
 from models.registry import DEFAULT_SCORER, create_scorer, scorer_class
 
 # Fewer validation windows than this make a poor threshold start; training windows (a
@@ -372,6 +372,9 @@ def train_model(
     if cadence is not None:
         metadata["cadence"] = dict(cadence)
     metadata["baseline_subspace"] = subspace.to_json()
+    follow = FollowBasis.fit(train_blocks, subspace, window)
+    if follow is not None:
+        metadata["baseline_follow"] = follow.to_json()
     # Sensor health learns from the raw readings of the same history (known-bad rows out).
     raw = arr.copy()
     raw[~keep] = np.nan

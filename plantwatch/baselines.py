@@ -17,12 +17,21 @@ import numpy.typing as npt
 from alerts.events import AlertEvent
 from alerts.notices import Notice
 from alerts.policy import AlertPolicy
+from common.cadence import Cadence
 from common.timestamps import format_ts
 from models.artifact import TrainedModel
-from models.rebaseline import BaselineSubspace, BaselineWatch, RebaselineConfig
+from models.rebaseline import (
+    BaselineSubspace,
+    BaselineWatch,
+    DriftFollower,
+    FollowBasis,
+    RebaselineConfig,
+)
 
 #: ``(asset, start, end)``: one asset's windows in a batch grouped by asset.
 Run = tuple[str, int, int]
+#: Drift following's time constant is at least this many window lengths (coarse data).
+FOLLOW_WINDOWS = 8
 
 
 class Baselines:
@@ -39,11 +48,51 @@ class Baselines:
             if rows is None
             else BaselineSubspace.from_json(rows, n)
         )
+        self.window = model.window
+        # "Slow" is never faster than what the model's window spans: at a coarse cadence the
+        # time constant grows to FOLLOW_WINDOWS window lengths of the trained interval.
+        cadence = Cadence.from_json(model.metadata.get("cadence") or {}).interval_ms
+        span_ms = FOLLOW_WINDOWS * model.window * (cadence or 0.0)
+        self.follow_ms = max(float(config.follow_ms), span_ms) if config.follow_ms else 0.0
+        # What training says about following drift; a model trained before it was kept
+        # follows none.
+        raw = model.metadata.get("baseline_follow")
+        self.follow_basis = None if raw is None else FollowBasis.from_json(raw)
         self._watches: dict[str, BaselineWatch] = {}
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled and self.subspace.basis.shape[0] > 0
+
+    @property
+    def following(self) -> bool:
+        return self.enabled and self.config.follow_ms > 0 and self.follow_basis is not None
+
+    def follow(
+        self,
+        runs: Sequence[Run],
+        batch: npt.NDArray[np.float32],
+        ts_ms: npt.NDArray[np.int64],
+        levels: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """Follow each asset's slow drift of the relations: shift its windows (in place) and
+        return the levels, both relative to the drift followed up to each window."""
+        basis = self.follow_basis
+        if basis is None or not self.following:
+            return levels
+        adjusted = levels.copy()
+        for asset, start, end in runs:
+            watch = self._watches.get(asset)
+            if watch is None:
+                watch = self._watches[asset] = BaselineWatch(len(self.signals))
+            if watch.follower is None:
+                watch.follower = DriftFollower(len(self.signals), self.window)
+            offsets = watch.follower.follow(
+                ts_ms[start:end], levels[start:end], self.subspace, basis, self.follow_ms,
+            )  # fmt: skip
+            adjusted[start:end] -= offsets
+            batch[start:end] -= offsets[:, None, :].astype(np.float32)
+        return adjusted
 
     def apply(self, runs: Sequence[Run], batch: npt.NDArray[np.float32]) -> None:
         """Shift each asset's windows (``runs``: asset, start, end) by its offset, in place."""
@@ -110,7 +159,8 @@ class Baselines:
         return None if watch is None else watch.snapshot()
 
     def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> None:
-        self._watches[asset] = BaselineWatch.restore(snap, len(self.signals))
+        window = self.window if self.following else None
+        self._watches[asset] = BaselineWatch.restore(snap, len(self.signals), window)
 
     def forget(self, assets: Iterable[str]) -> None:
         for asset in assets:

@@ -207,9 +207,11 @@ class Monitor:
             return outcome
         batch = np.stack(windows)
         runs = list(_runs(assets))
-        # Before any re-baselining offset: each window's level (what the baseline watch
-        # compares) and each asset's newest window (what a candidate baseline is tried on).
-        levels = batch.mean(axis=1, dtype=np.float64)
+        ts_ms = np.asarray(ts, np.int64)
+        # Relative to the slow drift followed but before any re-baselining offset: each
+        # window's level (what the baseline watch compares) and each asset's newest window
+        # (what a candidate baseline is tried on).
+        levels = self.baselines.follow(runs, batch, ts_ms, batch.mean(axis=1, dtype=np.float64))
         last = {a: batch[end - 1].copy() for a, _, end in runs} if self.baselines.enabled else {}
         self.baselines.apply(runs, batch)
         started = time.perf_counter()
@@ -217,7 +219,7 @@ class Monitor:
         outcome.score_seconds = time.perf_counter() - started
         outcome.scored, judged, eligible = self._judge(
             assets,
-            np.asarray(ts, np.int64),
+            ts_ms,
             np.asarray(sources, np.int64),
             np.asarray(scores, np.float64),
             np.asarray(contributions, np.float32),

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.artifact import TrainedModel
-from models.rebaseline import BaselineSubspace, BaselineWatch, RebaselineConfig
+from models.rebaseline import (
+    BaselineSubspace,
+    BaselineWatch,
+    DriftFollower,
+    FollowBasis,
+    RebaselineConfig,
+)
 from models.training import train_model
 from plantwatch.monitor import Monitor
 from plantwatch.settings import load_settings
@@ -108,3 +114,107 @@ def test_watch_snapshot_round_trips(offset: list[float]) -> None:
     again = BaselineWatch.restore(watch.snapshot(), 3)
     assert again.offset.tolist() == watch.offset.tolist()
     assert RebaselineConfig().enabled
+
+
+# -- following slow drift ------------------------------------------------------------------
+
+
+def alerted_seconds(open_at: list) -> int:
+    return sum(1 for o in open_at if o) * 600
+
+
+def test_a_set_point_step_during_a_calibration_drift_ends_in_a_new_baseline(
+    model: TrainedModel,
+) -> None:
+    rng = np.random.default_rng(8)
+    data = plant(7 * HOUR, rng)
+    # b loses its calibration: +1.6 (three and a half of its spreads) over four hours, then
+    # stays there; the relation b = 2a is off more and more, but never at once. Two hours
+    # in, the operating point steps far out of the history, for good.
+    data[:, 1] += np.clip((np.arange(len(data)) - HOUR) / (4 * HOUR), 0.0, 1.0) * 1.6
+    data[2 * HOUR :] += np.array([1.5, 3.0, -1.5])
+    events, _notices, followed = replay(Monitor.from_settings(model, load_settings(env={})), data)
+    off = load_settings(env={}, sets=["rebaseline.follow_ms=0"])
+    unfollowed = replay(Monitor.from_settings(model, off), data)[2]
+    # Without following, the drift's broken relation keeps the step's alert from ending.
+    assert alerted_seconds(unfollowed) >= 4 * HOUR, alerted_seconds(unfollowed)
+    assert any(e.reason == "rebaselined" for e in events)
+    assert alerted_seconds(followed) <= 1.5 * HOUR, alerted_seconds(followed)
+    assert followed[-1] == 0
+
+
+def test_a_fault_on_a_drifting_signal_is_still_alerted(model: TrainedModel) -> None:
+    rng = np.random.default_rng(9)
+    data = plant(6 * HOUR, rng)
+    data[:, 1] += np.clip((np.arange(len(data)) - HOUR) / (4 * HOUR), 0.0, 1.0) * 1.6
+    fault = slice(4 * HOUR, 5 * HOUR)
+    data[fault, 0] += 0.8  # a alone steps, while b drifts: a fault on top of the drift
+    _events, _notices, open_at = replay(Monitor.from_settings(model, load_settings(env={})), data)
+    during = open_at[4 * HOUR // 600 + 1 : 5 * HOUR // 600]
+    assert all(during), during
+
+
+@pytest.fixture(scope="module")
+def follow_basis(model: TrainedModel) -> tuple[BaselineSubspace, FollowBasis]:
+    sub = BaselineSubspace.from_json(model.metadata["baseline_subspace"], 3)
+    return sub, FollowBasis.from_json(model.metadata["baseline_follow"])
+
+
+def test_the_follower_takes_a_ramp_leaves_a_step_and_lets_go(
+    follow_basis: tuple[BaselineSubspace, FollowBasis],
+) -> None:
+    sub, basis = follow_basis
+    off_relation = np.array([0.0, 1.0, 0.0]) - sub.inside(np.array([0.0, 1.0, 0.0]))
+    n = 4 * HOUR
+    ts = T0 + np.arange(n, dtype=np.int64) * 1000
+    ramp = np.clip(np.arange(n) / (2 * HOUR), 0, 1)[:, None] * 2.0 * off_relation
+    follower = DriftFollower(3, 16)
+    offsets = follower.follow(ts, ramp, sub, basis, 3_600_000)
+    # Two hours of ramp, then two of the new level: an hour's lag, then caught up.
+    assert np.linalg.norm(offsets[-1] - ramp[-1]) < 0.2 * np.linalg.norm(ramp[-1])
+    # Back in place at once: the target goes at once, the offset within its time constant.
+    later = ts[-1] + 1000 + np.arange(2 * HOUR, dtype=np.int64) * 1000
+    back = follower.follow(later, np.zeros((2 * HOUR, 3)), sub, basis, 3_600_000)
+    assert np.abs(follower.target).max() < 1e-9
+    assert np.linalg.norm(back[-1]) < 0.2 * np.linalg.norm(ramp[-1])
+    step = np.zeros((n, 3))
+    step[100:] = 2.0 * off_relation
+    fresh = DriftFollower(3, 16)
+    assert np.abs(fresh.follow(ts, step, sub, basis, 3_600_000)).max() < 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(-3, 3), min_size=6, max_size=6),
+    st.integers(1, 400),
+    st.integers(0, 2**31 - 1),
+)
+def test_following_is_bounded_by_what_the_asset_shows_and_cut_invariant(
+    model: TrainedModel, direction: list[float], cut: int, seed: int
+) -> None:
+    sub = BaselineSubspace.from_json(model.metadata["baseline_subspace"], 3)
+    basis = FollowBasis.from_json(model.metadata["baseline_follow"])
+    rng = np.random.default_rng(seed)
+    n = 500
+    ts = T0 + np.cumsum(rng.integers(1, 5000, n)).astype(np.int64)
+    walk = np.cumsum(rng.normal(0, 0.02, (n, 3)), axis=0) + np.asarray(direction[:3])
+    walk[rng.integers(n) :] += np.asarray(direction[3:])  # a step somewhere
+    whole = DriftFollower(3, 16)
+    offsets = whole.follow(ts, walk, sub, basis, 600_000)
+    pieces = DriftFollower(3, 16)
+    parts = [pieces.follow(ts[:cut], walk[:cut], sub, basis, 600_000)]
+    again = DriftFollower.restore(pieces.snapshot(), 3, 16)
+    parts.append(again.follow(ts[cut:], walk[cut:], sub, basis, 600_000))
+    assert np.allclose(np.vstack(parts), offsets, atol=1e-9)
+    assert np.isfinite(offsets).all()
+    # The target never holds more than what is off the relations now, signal by signal,
+    # nor the other way.
+    for follower, upto in ((pieces, cut), (whole, n)):
+        now = sub.outside(walk[upto - 1 : upto])[0]
+        assert (np.abs(follower.target) <= np.abs(now) + 1e-9).all()
+        assert (follower.target * now >= -1e-12).all()
+
+
+def test_a_snapshot_from_before_following_restores_without_a_follower() -> None:
+    watch = BaselineWatch.restore({"v": 1, "offset": [0.0] * 3, "ts": [], "levels": []}, 3, 16)
+    assert watch.follower is None
