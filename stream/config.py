@@ -80,6 +80,11 @@ class ConsumerSettings(Config, frozen=True, kw_only=True):
     #: Larger messages go to the dead-letter topic as ``oversize``.
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    #: A reading stamped further ahead of now than this (the consumer's clock, or the
+    #: broker's append time if later) goes to the dead-letter topic as
+    #: ``future_timestamp``; kept, it would make every later reading of its asset late.
+    #: ``None``: no check. File replays (``backtest``) never apply it.
+    max_future_ms: Annotated[int, msgspec.Meta(ge=0)] | None = 60_000
 
 
 class WindowSettings(Config, frozen=True, kw_only=True):
