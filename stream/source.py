@@ -215,13 +215,16 @@ class SensorSource:
         self.consumer_settings = consumer
         self.decoder = decoder
         conf: dict[str, Any] = dict(kafka.consumer_config())
-        conf.setdefault("enable.auto.commit", "false")
-        conf.setdefault("enable.auto.offset.store", "false")
-        conf.setdefault("auto.offset.reset", consumer.auto_offset_reset)
-        conf.setdefault("enable.partition.eof", "false")
+        # Set, not defaulted: kafka.properties may not name these (stream.config's
+        # MANAGED_PROPERTIES, refused on loading), and the delivery guarantees rest on them.
+        conf["enable.auto.commit"] = "false"
+        conf["enable.auto.offset.store"] = "false"
+        conf["isolation.level"] = "read_committed"
         # A rebalance must never hand one asset to two processes mid-batch; the default
         # eager protocol revokes everything first, which is what our checkpointing assumes.
-        conf.setdefault("partition.assignment.strategy", "range")
+        conf["partition.assignment.strategy"] = "range"
+        conf.setdefault("auto.offset.reset", consumer.auto_offset_reset)
+        conf.setdefault("enable.partition.eof", "false")
         if stats_cb is not None:
             conf.setdefault("statistics.interval.ms", "5000")
             conf["stats_cb"] = stats_cb
