@@ -396,8 +396,8 @@ class RunLoop:
 
 def _log_not_restored(outcome: Outcome) -> None:
     for asset, why in outcome.not_restored:
-        # A snapshot of another model or version: the asset starts afresh, and says so.
-        log.warning("state of %s not restored (%s); starting it afresh", asset, why)
+        # A damaged snapshot, or one of another model version: says what starts afresh.
+        log.warning("state of %s not (fully) restored: %s", asset, why)
 
 
 def _now_ms() -> int:
