@@ -61,6 +61,8 @@ class LoopStats:
     windows: int = 0
     events: int = 0
     checkpoints: int = 0
+    #: Times the group took the partitions away without a revocation (a stall).
+    partitions_lost: int = 0
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -136,6 +138,7 @@ class RunLoop:
             decoder,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
             stats_cb=lambda stats: self.metrics.observe_kafka_stats(stats, topic=s.topics.sensors),
         )
         log.info(
@@ -384,6 +387,29 @@ class RunLoop:
         else:
             log.info("partitions revoked %s: checkpointing", revoked)
             self.checkpoint()
+        for asset in self.monitor.assets:
+            self.metrics.remove_asset(asset)
+        self.monitor.forget_all()
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a revocation: another member may own them already.
+
+        Their state is not checkpointed (it would overwrite what the new owner writes) and
+        the offsets since the last checkpoint are not committed (the group refuses a commit
+        from a member that left it): the new owner replays those batches from the last
+        checkpoint, re-sending their alerts under the same ids. Everything in memory is
+        dropped; on the next assignment the state is read back from the state topic.
+        """
+        self.stats.partitions_lost += 1
+        log.warning(
+            "partitions %s lost (this member missed session.timeout.ms or "
+            "max.poll.interval.ms): dropping their state and %d uncommitted offset(s) "
+            "without a checkpoint; the group replays them from the last checkpoint",
+            sorted(p.partition for p in partitions),
+            len(self._uncommitted.next_offsets),
+        )
+        self._dirty.clear()
+        self._uncommitted = Batch()
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()

@@ -199,6 +199,9 @@ class SensorSource:
 
     ``on_revoke`` / ``on_assign`` are called from inside :meth:`poll_batch` when the group
     rebalances; the run loop uses them to checkpoint and restore per-asset state.
+    ``on_lost`` is called instead of ``on_revoke`` when the partitions were already taken
+    away (this member missed ``session.timeout.ms`` or ``max.poll.interval.ms``): another
+    member may own them by now, so nothing of theirs may be checkpointed or committed.
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class SensorSource:
         *,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
         stats_cb: Callable[[str], None] | None = None,
     ) -> None:
         self.consumer_settings = consumer
@@ -230,11 +234,15 @@ class SensorSource:
             conf["stats_cb"] = stats_cb
         self._consumer = Consumer(conf)
         self._topics = list(topics)
-        self._consumer.subscribe(
-            self._topics,
-            on_assign=lambda _c, parts: on_assign(parts) if on_assign else None,
-            on_revoke=lambda _c, parts: on_revoke(parts) if on_revoke else None,
-        )
+        callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
+        if on_assign is not None:
+            callbacks["on_assign"] = lambda _c, parts: on_assign(parts)
+        if on_revoke is not None:
+            callbacks["on_revoke"] = lambda _c, parts: on_revoke(parts)
+        if on_lost is not None:
+            # Without it the client calls on_revoke for lost partitions too.
+            callbacks["on_lost"] = lambda _c, parts: on_lost(parts)
+        self._consumer.subscribe(self._topics, **callbacks)
 
     def poll_batch(self) -> Batch:
         """Up to ``batch_size`` messages, waiting at most ``batch_wait_ms`` for them."""

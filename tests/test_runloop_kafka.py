@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
 import pytest
@@ -132,3 +133,67 @@ def _fail_then_restart(
     for alert_id, kinds in by_id.items():
         assert kinds[0] == "opened", (alert_id, kinds)
     assert resume == committed  # nothing of the failed run was committed
+
+
+def test_partitions_lost_to_a_stall_are_dropped_not_checkpointed_and_the_monitor_carries_on(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    # A batch slower than max.poll.interval.ms: the group moves the partitions on without
+    # this member, and librdkafka reports them lost. They are no longer ours: writing their
+    # state or committing their offsets would race the new owner (and a commit from a member
+    # that left the group is refused). The loop drops them, rejoins and carries on.
+    topics = {p: new_topic(p, partitions=1) for p in ("sensors", "alerts", "dlq", "state")}
+    model = trained_model(1, hours=2.0)
+    sim = PlantSimulator(
+        SimConfig(
+            n_assets=1,
+            period_ms=1000,
+            start_ms=LIVE_START_MS,
+            duration_s=400,
+            seed=9,
+            plant_seed=PLANT_SEED,
+        )
+    )
+    produced = produce(sim, {"bootstrap.servers": kafka_bootstrap}, topics["sensors"], pace=False)
+    group = f"lost-{topics['sensors']}"
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "group_id": group,
+            "properties": {"session.timeout.ms": "6000", "max.poll.interval.ms": "6000"},
+        },
+        consumer={"batch_size": 50, "batch_wait_ms": 100},
+        delivery={"checkpoint_interval_s": 600.0},
+    )
+    stalled = threading.Event()
+
+    def on_batch(_outcome: object, stats: object) -> None:
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(9.0)  # past max.poll.interval.ms, in the loop's own thread
+
+    loop = RunLoop(settings, model, Metrics.create(), on_batch=on_batch)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: loop.stats.readings >= produced.readings or not thread.is_alive(),
+            120,
+            "every reading, the lost batches again",
+        )
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert stalled.is_set() and loop.stats.partitions_lost >= 1
+    assert _committed(kafka_bootstrap, group, topics["sensors"]) == produced.readings
