@@ -23,6 +23,7 @@ from tests.kafka_helpers import (
     read_topic,
     running_monitor,
     settings_for,
+    start_loop,
     trained_model,
     wait_for,
 )
@@ -101,16 +102,7 @@ def _fail_then_restart(
         delivery={"checkpoint_interval_s": 600.0},
     )
     loop = RunLoop(failing, model, Metrics.create())
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread, errors = start_loop(loop)
     thread.join(timeout=120)
     assert not thread.is_alive(), "the monitor did not stop on the undeliverable alert"
     assert len(errors) == 1 and isinstance(errors[0], DeliveryError), errors
@@ -175,16 +167,7 @@ def test_partitions_lost_to_a_stall_are_dropped_not_checkpointed_and_the_monitor
             time.sleep(9.0)  # past max.poll.interval.ms, in the loop's own thread
 
     loop = RunLoop(settings, model, Metrics.create(), on_batch=on_batch)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread, errors = start_loop(loop)
     try:
         wait_for(
             lambda: loop.stats.readings >= produced.readings or not thread.is_alive(),
