@@ -187,7 +187,7 @@ def test_a_queue_that_stays_full_is_waited_out_then_a_failure() -> None:
         assert time.monotonic() - closing < 5
 
 
-def test_the_wait_for_a_full_queue_is_bounded_per_flush_not_per_message() -> None:
+def test_the_wait_for_a_full_queue_is_bounded_for_all_messages_not_each() -> None:
     # It was 0.2 s per message: a checkpoint of N state records could block N x 0.2 s
     # (N x 30 s with the default) before its flush even began.
     config = {"bootstrap.servers": CLOSED_PORT, "queue.buffering.max.messages": "1"}
