@@ -114,7 +114,8 @@ class AlertPublisher:
         A message refused at once (too large, unknown topic name, fatal producer state) is
         recorded as failed rather than raised, so a batch is either fully produced or its
         flush names every failure together. A full local queue is waited out (serving
-        delivery reports) for up to ``queue_full_timeout_s``.
+        delivery reports) for up to ``queue_full_timeout_s``, for all messages together
+        until one gets in.
         """
         self._out.produce(topic, key, value, headers, timestamp_ms=timestamp_ms)
         self._out.poll(0)

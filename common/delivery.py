@@ -3,7 +3,11 @@
 :class:`TrackedProducer` wraps a confluent-kafka ``Producer``:
 
 * :meth:`~TrackedProducer.produce` never loses a message silently. A full local queue is
-  waited out (serving delivery reports) for at most ``queue_full_timeout_s``; a message
+  waited out (serving delivery reports) for at most ``queue_full_timeout_s`` without
+  progress, not per message (a checkpoint of N records would otherwise block N times that
+  when the broker is gone): the wait ends that long after the first message met the full
+  queue, and every later message that meets it fails at once, until a message gets in
+  again or the next flush; a message
   refused at once (too large, a bad topic name, a fatal producer state) is recorded as a
   failure rather than raised, so a batch is either fully produced or its flush names every
   failure together.
@@ -145,6 +149,9 @@ class TrackedProducer:
         self._delivered: dict[str, int] = {}
         self._failures: list[DeliveryFailure] = []
         self._fatal_error: str | None = None
+        #: When the wait for room in a full queue ends, for every message until one gets in
+        #: or the next flush: set by the first message that meets a full queue.
+        self._queue_full_deadline: float | None = None
 
     @property
     def pending(self) -> int:
@@ -164,6 +171,8 @@ class TrackedProducer:
 
         Delivery reports are served by :meth:`poll` (or while waiting for room in a full
         local queue), so a caller producing many messages polls once per group of them.
+        The wait for room is ``queue_full_timeout_s`` for all messages together until
+        one gets in (a slow broker makes room, a gone one does not) or the next flush.
         """
         kwargs = self._plain
         if headers or timestamp_ms is not None:
@@ -172,21 +181,27 @@ class TrackedProducer:
                 kwargs["headers"] = list(headers)
             if timestamp_ms is not None:
                 kwargs["timestamp"] = timestamp_ms
-        deadline: float | None = None  # the clock is read only once the queue is full
+        served = False
         while True:
             try:
                 self.producer.produce(topic, value, key, **kwargs)
             except BufferError:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.queue_full_timeout_s
-                if now >= deadline:
+                now = time.monotonic()  # the clock is read only once the queue is full
+                if self._queue_full_deadline is None:
+                    self._queue_full_deadline = now + self.queue_full_timeout_s
+                if now >= self._queue_full_deadline and not served:
+                    # Past the wait: one more try once the reports waiting are served.
+                    served = True
+                    self.producer.poll(0)
+                    continue
+                if now >= self._queue_full_deadline:
                     self._failures.append(
                         _failure(
                             topic,
                             key,
                             f"local producer queue stayed full for {self.queue_full_timeout_s:g}"
-                            " s (queue.buffering.max.messages); the broker is not keeping up",
+                            " s since the last flush (queue.buffering.max.messages); the "
+                            "broker is not keeping up",
                             "_QUEUE_FULL",
                         )
                     )
@@ -201,6 +216,7 @@ class TrackedProducer:
                     self._failures.append(_failure(topic, key, str(exc), "UNKNOWN"))
                 return
             self._pending += 1
+            self._queue_full_deadline = None  # room was made: the next full queue waits anew
             return
 
     def poll(self, timeout_s: float = 0.0) -> int:
@@ -215,6 +231,7 @@ class TrackedProducer:
         timeout stay in flight: their eventual reports count toward the next flush.
         """
         self.producer.flush(timeout_s)
+        self._queue_full_deadline = None
         failures, self._failures = self._failures, []
         delivered, self._delivered = self._delivered, {}
         if failures or self._pending or self._fatal_error is not None:
@@ -231,6 +248,7 @@ class TrackedProducer:
         """Forget every message since the last flush (a transaction abort threw them away)."""
         self.producer.poll(0)
         self._pending = 0
+        self._queue_full_deadline = None
         self._failures = []
         self._delivered = {}
 

@@ -27,3 +27,9 @@ class Reason(enum.StrEnum):
     OUT_OF_RANGE = "out_of_range"
     OVERSIZE = "oversize"
     UNKNOWN_SIGNAL = "unknown_signal"
+    #: Stamped further ahead of the broker's (or the consumer's) clock than
+    #: ``consumer.max_future_ms``: kept, it would make every later reading of its asset late.
+    FUTURE_TIMESTAMP = "future_timestamp"
+    #: The record key is not the reading's ``asset`` (or there is no key): the partition,
+    #: hence the process that owns the asset's state, is chosen by the key.
+    KEY_MISMATCH = "key_mismatch"

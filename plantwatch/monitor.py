@@ -94,8 +94,8 @@ class Outcome:
     swap: ModelSwap | None = None
     #: What the monitor noticed about assets (re-baselining), for ``plantwatch.notices``.
     notices: list[Notice] = field(default_factory=list)
-    #: Parked snapshots that could not be restored (another model): (asset, why); those
-    #: assets start afresh.
+    #: Parked snapshots not restored, or restored only in part (another model version: the
+    #: alert state only): (asset, what happened).
     not_restored: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -426,16 +426,42 @@ class Monitor:
             if raw is None or asset in self._windows:
                 continue
             try:
-                self.restore_asset(asset, msgspec.json.decode(raw))
+                partly = self.restore_asset(asset, msgspec.json.decode(raw))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 self._forget_live([asset])
-                failed.append((asset, str(exc) or type(exc).__name__))
+                failed.append((asset, (str(exc) or type(exc).__name__) + "; starting it afresh"))
+            else:
+                if partly is not None:
+                    failed.append((asset, partly))
         return failed
 
-    def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> None:
-        """Continue an asset from :meth:`snapshot_asset` (made by this or another process)."""
+    def restore_asset(self, asset: str, snap: Mapping[str, Any]) -> str | None:
+        """Continue an asset from :meth:`snapshot_asset` (made by this or another process).
+
+        A snapshot saved under another model (name or version) restores only what does not
+        depend on the model: the alert state (open alerts keep their ``alert_id``, k-of-n
+        history and cooldown, so an alert opened before a model change is resolved under its
+        own id, not left open for ever) and the time of the last abnormal window (online
+        learning's guard). The window (normalised by the old model), the threshold
+        (calibrated on its scores), drift, baseline offset and sensor-health state start
+        afresh from the served model. Returns what was left out, or ``None``.
+        """
         if snap.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"asset snapshot version {snap.get('v')} is not {SNAPSHOT_VERSION}")
+        saved = snap.get("model")
+        saved_name = saved.get("name") if isinstance(saved, Mapping) else None
+        saved_version = saved.get("version") if isinstance(saved, Mapping) else None
+        if (saved_name, saved_version) != (self.model.name, self.model.version):
+            self._window_for(asset)
+            if snap.get("alert") is not None:
+                self.policy.restore(snap["alert"])
+            if snap.get("last_abnormal_ms") is not None:
+                self._last_abnormal_ms[asset] = int(snap["last_abnormal_ms"])
+            return (
+                f"saved under model {saved_name} {saved_version}, serving {self.model.name} "
+                f"{self.model.version}: window, threshold, drift, baseline and sensor-health "
+                "state start afresh; alert state kept"
+            )
         state = self._window_for(asset)
         state.restore(snap["window"])
         self._thresholds[asset] = restore_threshold(snap["threshold"])
@@ -449,6 +475,7 @@ class Monitor:
             self.baselines.restore_asset(asset, snap["baseline"])
         if snap.get("health") is not None:
             self.sensors.restore_asset(asset, snap["health"])
+        return None
 
     def forget(self, assets: Iterable[str]) -> None:
         """Drop the state of assets this process no longer owns (parked ones too)."""

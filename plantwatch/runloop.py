@@ -13,6 +13,11 @@ committed state: after a crash the monitor replays from the last checkpoint with
 of that checkpoint, and re-sends the same alerts with the same ``alert_id`` (at-least-once;
 a consumer drops duplicates by id).
 
+A batch that fails anywhere (a delivery, the model, a checkpoint) poisons the loop: its
+per-asset state has advanced past alerts that were never delivered, so nothing is
+checkpointed or committed after it, not even by the revocation that closing the consumer
+runs; the process exits and the restart replays as after a crash.
+
 With ``delivery.mode = "exactly_once"`` each batch is one Kafka transaction instead: dead
 letters, alert events, the state of the batch's assets and the consumer offsets commit
 together or not at all, so a ``read_committed`` consumer sees every alert exactly once.
@@ -56,6 +61,8 @@ class LoopStats:
     windows: int = 0
     events: int = 0
     checkpoints: int = 0
+    #: Times the group took the partitions away without a revocation (a stall).
+    partitions_lost: int = 0
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -82,6 +89,9 @@ class RunLoop:
         self._last_checkpoint_s = time.monotonic()
         self._publisher: AlertPublisher | None = None
         self._source: SensorSource | None = None
+        #: Set when a batch or checkpoint raised: the in-memory state is then ahead of what
+        #: was delivered, and must never be checkpointed (see the module docstring).
+        self._failed = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -128,6 +138,7 @@ class RunLoop:
             decoder,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
             stats_cb=lambda stats: self.metrics.observe_kafka_stats(stats, topic=s.topics.sensors),
         )
         log.info(
@@ -143,6 +154,9 @@ class RunLoop:
             while not self._stop.is_set():
                 self.step()
             self.checkpoint()
+        except BaseException:
+            self._failed = True  # closing the consumer below must not checkpoint
+            raise
         finally:
             if self.monitor.learner is not None:
                 self.monitor.learner.close()
@@ -173,6 +187,15 @@ class RunLoop:
     def step(self) -> None:
         if self._source is None or self._publisher is None:
             raise RuntimeError("RunLoop.step() called before run()")
+        try:
+            self._step()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _step(self) -> None:
+        if self._source is None or self._publisher is None:
+            return
         batch = self._source.poll_batch()
         if self.exactly_once:
             if batch.messages:
@@ -313,6 +336,11 @@ class RunLoop:
         """
         if self._source is None or self._publisher is None:
             return
+        if self._failed:
+            raise RuntimeError(
+                "not checkpointing: a batch failed, so the per-asset state is ahead of what "
+                "was delivered; restart to replay from the last checkpoint"
+            )
         # Idle assets leave memory; a changed one is still written below (from its parked
         # snapshot), so what is evicted is always checkpointed first.
         for asset in self.monitor.evict_idle():
@@ -351,8 +379,37 @@ class RunLoop:
             log.info("found checkpointed state for %d assets", len(states))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        log.info("partitions revoked %s: checkpointing", sorted(p.partition for p in partitions))
-        self.checkpoint()
+        revoked = sorted(p.partition for p in partitions)
+        if self._failed:
+            # Closing after a failed batch: the next owner (this process, restarted, or
+            # another) replays from the last checkpoint, re-sending under the same alert ids.
+            log.warning("partitions revoked %s after a failed batch: not checkpointing", revoked)
+        else:
+            log.info("partitions revoked %s: checkpointing", revoked)
+            self.checkpoint()
+        for asset in self.monitor.assets:
+            self.metrics.remove_asset(asset)
+        self.monitor.forget_all()
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a revocation: another member may own them already.
+
+        Their state is not checkpointed (it would overwrite what the new owner writes) and
+        the offsets since the last checkpoint are not committed (the group refuses a commit
+        from a member that left it): the new owner replays those batches from the last
+        checkpoint, re-sending their alerts under the same ids. Everything in memory is
+        dropped; on the next assignment the state is read back from the state topic.
+        """
+        self.stats.partitions_lost += 1
+        log.warning(
+            "partitions %s lost (this member missed session.timeout.ms or "
+            "max.poll.interval.ms): dropping their state and %d uncommitted offset(s) "
+            "without a checkpoint; the group replays them from the last checkpoint",
+            sorted(p.partition for p in partitions),
+            len(self._uncommitted.next_offsets),
+        )
+        self._dirty.clear()
+        self._uncommitted = Batch()
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()
@@ -396,8 +453,8 @@ class RunLoop:
 
 def _log_not_restored(outcome: Outcome) -> None:
     for asset, why in outcome.not_restored:
-        # A snapshot of another model or version: the asset starts afresh, and says so.
-        log.warning("state of %s not restored (%s); starting it afresh", asset, why)
+        # A damaged snapshot, or one of another model version: says what starts afresh.
+        log.warning("state of %s not (fully) restored: %s", asset, why)
 
 
 def _now_ms() -> int:

@@ -122,7 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOPIC",
         help="also send labels to Kafka (no value: the settings' labels topic)",
     )
-    o.add_argument("--no-pace", action="store_true", help="send to Kafka as fast as possible")
+    o.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="send to Kafka as fast as possible (the readings then end now)",
+    )
     o.add_argument(
         "--quiet", action="store_true", help="no progress line (the summary is still printed)"
     )
@@ -203,7 +207,9 @@ def config_from_args(args: argparse.Namespace, *, now_ms: int | None = None) -> 
         raise ValueError(f"--duration must be positive (or 0 for endless), got {duration_s}")
     if args.start is not None:
         start_ms = parse_start(args.start, now_ms=now_ms)
-    elif args.out is not None and duration_s is not None:
+    elif duration_s is not None and (args.out is not None or args.no_pace):
+        # A file, or Kafka as fast as possible: the readings end now, so none is stamped
+        # ahead of the monitor's clock (it dead-letters those as future_timestamp).
         start_ms = now_ms - round(duration_s * 1000)
     else:
         start_ms = now_ms

@@ -32,12 +32,51 @@ def _is_secret(name: str) -> bool:
     )
 
 
+#: librdkafka properties plantwatch sets itself because its delivery guarantees rest on
+#: them (name → why). ``kafka.properties`` may not set them: a setting is refused when the
+#: configuration loads, by name, rather than forced with a warning that scrolls away, so
+#: what runs is what the file says. ``isolation.level`` may be set to the value needed.
+MANAGED_PROPERTIES: dict[str, str] = {
+    "enable.auto.commit": (
+        "offsets are committed by plantwatch only after everything a batch caused is "
+        "delivered and its state checkpointed"
+    ),
+    "enable.auto.offset.store": "offsets are stored by plantwatch only for processed batches",
+    "partition.assignment.strategy": (
+        "the state checkpoint on revocation assumes the eager range assignment"
+    ),
+    "group.protocol": "the state checkpoint on revocation assumes the classic group protocol",
+    "transactional.id": (
+        "it would make every producer transactional; set delivery.transactional_id "
+        '(with delivery.mode = "exactly_once") instead'
+    ),
+    "isolation.level": (
+        "only read_committed is accepted: read_uncommitted would restore per-asset state "
+        "written by aborted transactions"
+    ),
+}
+_ACCEPTED = {"isolation.level": "read_committed"}
+
+
 class KafkaSettings(Config, frozen=True, kw_only=True):
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "plantwatch"
     client_id: str = "plantwatch"
-    #: librdkafka properties passed through untouched (security.protocol, sasl.*, ssl.*, …).
+    #: librdkafka properties passed through untouched (security.protocol, sasl.*, ssl.*, …),
+    #: except the few in ``MANAGED_PROPERTIES`` that plantwatch sets itself.
     properties: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.properties.items():
+            key = name.strip().lower()
+            why = MANAGED_PROPERTIES.get(key)
+            if why is None or _ACCEPTED.get(key) == str(value).strip().lower():
+                continue
+            # The key is named, never the value: the same table holds the secrets.
+            raise ValueError(
+                f"kafka.properties.{key} cannot be set: plantwatch sets it itself ({why}); "
+                "remove it"
+            )
 
     def client_config(self) -> dict[str, str]:
         """The librdkafka dict for a producer or an admin client (no group id)."""
@@ -80,6 +119,11 @@ class ConsumerSettings(Config, frozen=True, kw_only=True):
     #: Larger messages go to the dead-letter topic as ``oversize``.
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    #: A reading stamped further ahead of now than this (the consumer's clock, or the
+    #: broker's append time if later) goes to the dead-letter topic as
+    #: ``future_timestamp``; kept, it would make every later reading of its asset late.
+    #: ``None``: no check. File replays (``backtest``) never apply it.
+    max_future_ms: Annotated[int, msgspec.Meta(ge=0)] | None = 60_000
 
 
 class WindowSettings(Config, frozen=True, kw_only=True):

@@ -4,17 +4,39 @@ The consumer never auto-commits: the run loop commits the offsets a batch return
 after everything the batch caused has been delivered (DESIGN, Delivery). A message that
 cannot be used becomes a :class:`Rejected` value bound for the dead-letter topic, with the
 reason and its source topic/partition/offset in headers, and its bytes unchanged.
+
+Two checks need the Kafka record itself, so they live here and not in the decoder (a file
+replay has neither a key nor a wall clock that means anything):
+
+* ``key_mismatch``: the record key must be the reading's ``asset``. The key chooses the
+  partition, and the partition chooses the one process that keeps the asset's state and
+  open alerts; a reading under another key (or none: the producer then spreads an asset
+  over partitions) would give one asset two owners. A keyless reading is refused too.
+* ``future_timestamp``: a reading stamped more than ``consumer.max_future_ms`` ahead of now
+  (the consumer's clock, or the broker's where the topic uses ``LogAppendTime`` and that is
+  later). Accepted, it would become its asset's newest time, and every later reading would
+  be dropped as late until the clock caught up — checkpointed, across restarts.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
+from common.reasons import Reason
+from common.timestamps import format_ts
 from stream.config import ConsumerSettings, KafkaSettings
 from stream.schema import ReadingDecoder, Rejection, SensorReading
 
@@ -77,8 +99,19 @@ class Batch:
         return [TopicPartition(t, p, o) for (t, p), o in sorted(self.next_offsets.items())]
 
 
-def decode_messages(messages: Sequence[Message], decoder: ReadingDecoder) -> Batch:
-    """Pure part of the ingest: classify every message of a consumed batch."""
+def decode_messages(
+    messages: Sequence[Message],
+    decoder: ReadingDecoder,
+    *,
+    now_ms: int | None = None,
+    max_future_ms: int | None = None,
+) -> Batch:
+    """Pure part of the ingest: classify every message of a consumed batch.
+
+    ``now_ms`` is the consumer's clock when the batch arrived; with ``max_future_ms`` a
+    reading stamped further ahead than that (of ``now_ms`` or of the broker's append time,
+    whichever is later) is rejected as ``future_timestamp``. Either ``None``: no such check.
+    """
     batch = Batch()
     for msg in messages:
         err = msg.error()
@@ -95,7 +128,9 @@ def decode_messages(messages: Sequence[Message], decoder: ReadingDecoder) -> Bat
         batch.messages += 1
         batch.next_offsets[(topic, partition)] = offset + 1
         value = msg.value()
-        decoded = decoder.decode(value)
+        decoded: SensorReading | Rejection = decoder.decode(value)
+        if isinstance(decoded, SensorReading):
+            decoded = _check_record(decoded, msg, now_ms, max_future_ms)
         if isinstance(decoded, SensorReading):
             batch.readings.append(decoded)
             batch.partitions.append(partition)
@@ -116,6 +151,37 @@ def decode_messages(messages: Sequence[Message], decoder: ReadingDecoder) -> Bat
     return batch
 
 
+def _check_record(
+    reading: SensorReading, msg: Message, now_ms: int | None, max_future_ms: int | None
+) -> SensorReading | Rejection:
+    """The checks that need the record: its key is the asset; its time is not far ahead."""
+    key = msg.key()
+    if key is None:
+        return Rejection(
+            Reason.KEY_MISMATCH,
+            f"no record key; readings must be keyed by asset ({reading.asset!r}) so that one "
+            "process owns each asset",
+        )
+    if key != reading.asset.encode():
+        shown = key[:100].decode("utf-8", errors="replace")
+        return Rejection(
+            Reason.KEY_MISMATCH, f"record key {shown!r} is not the asset {reading.asset!r}"
+        )
+    if now_ms is not None and max_future_ms is not None:
+        reference = now_ms
+        kind, ts = msg.timestamp()
+        if kind == TIMESTAMP_LOG_APPEND_TIME and ts > reference:
+            reference = ts  # the broker's clock, when the topic stamps append time
+        ahead = reading.ts_ms - reference
+        if ahead > max_future_ms:
+            return Rejection(
+                Reason.FUTURE_TIMESTAMP,
+                f"ts {format_ts(reading.ts_ms)} is {ahead / 1000:.1f} s ahead of "
+                f"{format_ts(reference)}; the limit is consumer.max_future_ms = {max_future_ms}",
+            )
+    return reading
+
+
 def _plain_headers(msg: Message) -> Headers:
     raw = msg.headers() or []
     items = raw.items() if isinstance(raw, dict) else raw
@@ -133,6 +199,9 @@ class SensorSource:
 
     ``on_revoke`` / ``on_assign`` are called from inside :meth:`poll_batch` when the group
     rebalances; the run loop uses them to checkpoint and restore per-asset state.
+    ``on_lost`` is called instead of ``on_revoke`` when the partitions were already taken
+    away (this member missed ``session.timeout.ms`` or ``max.poll.interval.ms``): another
+    member may own them by now, so nothing of theirs may be checkpointed or committed.
     """
 
     def __init__(
@@ -144,28 +213,36 @@ class SensorSource:
         *,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
         stats_cb: Callable[[str], None] | None = None,
     ) -> None:
         self.consumer_settings = consumer
         self.decoder = decoder
         conf: dict[str, Any] = dict(kafka.consumer_config())
-        conf.setdefault("enable.auto.commit", "false")
-        conf.setdefault("enable.auto.offset.store", "false")
-        conf.setdefault("auto.offset.reset", consumer.auto_offset_reset)
-        conf.setdefault("enable.partition.eof", "false")
+        # Set, not defaulted: kafka.properties may not name these (stream.config's
+        # MANAGED_PROPERTIES, refused on loading), and the delivery guarantees rest on them.
+        conf["enable.auto.commit"] = "false"
+        conf["enable.auto.offset.store"] = "false"
+        conf["isolation.level"] = "read_committed"
         # A rebalance must never hand one asset to two processes mid-batch; the default
         # eager protocol revokes everything first, which is what our checkpointing assumes.
-        conf.setdefault("partition.assignment.strategy", "range")
+        conf["partition.assignment.strategy"] = "range"
+        conf.setdefault("auto.offset.reset", consumer.auto_offset_reset)
+        conf.setdefault("enable.partition.eof", "false")
         if stats_cb is not None:
             conf.setdefault("statistics.interval.ms", "5000")
             conf["stats_cb"] = stats_cb
         self._consumer = Consumer(conf)
         self._topics = list(topics)
-        self._consumer.subscribe(
-            self._topics,
-            on_assign=lambda _c, parts: on_assign(parts) if on_assign else None,
-            on_revoke=lambda _c, parts: on_revoke(parts) if on_revoke else None,
-        )
+        callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
+        if on_assign is not None:
+            callbacks["on_assign"] = lambda _c, parts: on_assign(parts)
+        if on_revoke is not None:
+            callbacks["on_revoke"] = lambda _c, parts: on_revoke(parts)
+        if on_lost is not None:
+            # Without it the client calls on_revoke for lost partitions too.
+            callbacks["on_lost"] = lambda _c, parts: on_lost(parts)
+        self._consumer.subscribe(self._topics, **callbacks)
 
     def poll_batch(self) -> Batch:
         """Up to ``batch_size`` messages, waiting at most ``batch_wait_ms`` for them."""
@@ -173,7 +250,12 @@ class SensorSource:
         messages = self._consumer.consume(
             num_messages=cfg.batch_size, timeout=cfg.batch_wait_ms / 1000.0
         )
-        return decode_messages(messages, self.decoder)
+        return decode_messages(
+            messages,
+            self.decoder,
+            now_ms=int(time.time() * 1000),
+            max_future_ms=cfg.max_future_ms,
+        )
 
     def commit(self, batch: Batch) -> None:
         """Synchronously commit the batch's offsets (raises if the broker refuses)."""

@@ -58,12 +58,8 @@ def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) 
     return train_model(values, SIGNALS, segments=segments, scorer="pca", window=32)
 
 
-@contextmanager
-def running_monitor(
-    settings: Settings, model: TrainedModel, metrics: Metrics | None = None
-) -> Iterator[RunLoop]:
-    """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
-    loop = RunLoop(settings, model, metrics or Metrics.create())
+def start_loop(loop: RunLoop) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``loop`` in a daemon thread; what it raises lands in the returned list."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -74,6 +70,16 @@ def running_monitor(
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
+    return thread, errors
+
+
+@contextmanager
+def running_monitor(
+    settings: Settings, model: TrainedModel, metrics: Metrics | None = None
+) -> Iterator[RunLoop]:
+    """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
+    loop = RunLoop(settings, model, metrics or Metrics.create())
+    thread, errors = start_loop(loop)
     try:
         yield loop
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,43 @@ def test_set_goes_over_the_environment_and_is_validated() -> None:
 def test_set_passes_kafka_properties_through_as_text() -> None:
     s = load_settings(env={}, sets=["kafka.properties.sasl.mechanism=SCRAM-SHA-512"])
     assert s.kafka.client_config()["sasl.mechanism"] == "SCRAM-SHA-512"
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"),
+    [
+        ("enable.auto.commit", "true"),
+        ("enable.auto.offset.store", "true"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("group.protocol", "consumer"),
+        ("transactional.id", "mine"),
+        ("isolation.level", "read_uncommitted"),
+    ],
+)
+def test_properties_that_would_break_delivery_are_refused_by_name(prop: str, value: str) -> None:
+    # These used to override what the consumer and publisher set for themselves: auto-commit
+    # passes undelivered alerts, read_uncommitted restores state of aborted transactions.
+    secret = "hunter2-do-not-print"
+    env = {
+        f"PLANTWATCH_KAFKA_PROP_{prop.upper().replace('.', '_')}": value,
+        "PLANTWATCH_KAFKA_PROP_SASL_PASSWORD": secret,
+    }
+    with pytest.raises(ConfigError, match=re.escape(f"kafka.properties.{prop}")) as exc:
+        load_settings(env=env)
+    assert secret not in str(exc.value)
+
+
+def test_security_properties_pass_through_and_the_safe_value_is_accepted() -> None:
+    props = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "plantwatch",
+        "sasl.password": "hunter2",
+        "ssl.ca.location": "/etc/ssl/ca.pem",
+        "ssl.key.password": "s3cret",
+        "isolation.level": "read_committed",  # the value plantwatch needs is no override
+    }
+    s = load_settings(env={}, overrides={"kafka": {"properties": props}})
+    consumer = s.kafka.consumer_config()
+    assert {k: consumer[k] for k in props} == props
+    assert "hunter2" not in repr(s) and "s3cret" not in str(s.kafka)

@@ -7,6 +7,7 @@ match exactly, in the topic and in the metrics.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -14,7 +15,7 @@ from confluent_kafka import Producer
 
 from alerts.metrics import Metrics
 from stream.schema import SensorReading, encode_reading
-from stream.simulator import PlantSimulator, SimConfig, produce
+from stream.simulator import SIGNALS, PlantSimulator, SimConfig, produce
 from stream.source import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from tests.kafka_helpers import (
     LIVE_START_MS,
@@ -120,3 +121,72 @@ def test_valid_in_order_and_every_bad_message_dead_lettered(
     assert count("ok") == n_assets * steps
     for reason, payloads in BAD.items():
         assert count(reason) == len(payloads), reason
+
+
+def test_future_timestamps_and_wrong_keys_are_dead_lettered_not_scored(
+    kafka_bootstrap: str, new_topic
+) -> None:
+    # One reading a day ahead used to become its asset's newest time: every later reading
+    # was dropped as late (and checkpointed so). A reading under another key, or none, lands
+    # on another partition, so another process would keep state for the same asset.
+    sensors, dlq, alerts, state = (
+        new_topic(p, partitions=1) for p in ("sensors", "dlq", "alerts", "state")
+    )
+    steps = 200
+    now_ms = int(time.time() * 1000)
+    sim = PlantSimulator(
+        SimConfig(
+            n_assets=1,
+            period_ms=1000,
+            start_ms=now_ms - steps * 1000,
+            duration_s=steps,
+            seed=3,
+            plant_seed=PLANT_SEED,
+        )
+    )
+    chunk = sim.generate()
+    asset = sim.assets[0]
+    rows = [
+        encode_reading(
+            asset, int(chunk.ts_ms[i, 0]), dict(zip(SIGNALS, chunk.values[i, 0], strict=True))
+        )
+        for i in range(steps)
+    ]
+    values = dict(zip(SIGNALS, chunk.values[0, 0].tolist(), strict=True))
+    future = encode_reading(asset, now_ms + 86_400_000, values)
+    bad: list[tuple[bytes | None, bytes, str]] = [
+        (asset.encode(), future, "future_timestamp"),
+        (b"pump-99", encode_reading(asset, int(chunk.ts_ms[60, 0]) + 1, values), "key_mismatch"),
+        (None, encode_reading(asset, int(chunk.ts_ms[70, 0]) + 1, values), "key_mismatch"),
+    ]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i, row in enumerate(rows):
+        if i == 50:
+            for key, value, _ in bad:
+                producer.produce(sensors, value, key=key)
+        producer.produce(sensors, row, key=asset.encode())
+    assert producer.flush(30) == 0
+
+    model = trained_model(1)
+    settings = settings_for(
+        kafka_bootstrap,
+        {"sensors": sensors, "dlq": dlq, "alerts": alerts, "state": state},
+        # Small batches: within one batch readings are put in time order, so the damage
+        # shows in the batches after the one with the future reading.
+        consumer={"batch_size": 20, "batch_wait_ms": 100},
+    )
+    metrics = Metrics.create()
+    with running_monitor(settings, model, metrics) as loop:
+        total = steps + len(bad)
+        wait_for(lambda: loop.stats.messages >= total, 90, f"{total} messages consumed")
+
+    def count(result: str) -> float:
+        value = metrics.registry.get_sample_value("plantwatch_messages_total", {"result": result})
+        return value or 0.0
+
+    assert count("late") == 0  # the future reading did not move the asset's clock
+    assert count("ok") == steps
+    dead = read_topic(kafka_bootstrap, dlq, expect=len(bad))
+    got = [(m.key(), m.value(), dict(m.headers())[DLQ_REASON].decode()) for m in dead]
+    assert got == bad  # unchanged, keys included, in order
+    assert count("future_timestamp") == 1 and count("key_mismatch") == 2

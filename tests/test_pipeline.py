@@ -152,3 +152,45 @@ def test_values_beyond_float32_never_stop_the_monitor(model: TrainedModel) -> No
     readings[120] = SensorReading("p1", readings[120].ts_ms, {"a": 1e39, "b": -1e38, "c": 3e38})
     out = monitor.process(readings, now_ms=T0)
     assert len(out.scored) > 0 and np.isfinite(out.scored.scores).all()
+
+
+def test_a_snapshot_of_another_model_version_keeps_only_the_alert_state(
+    model: TrainedModel,
+) -> None:
+    # The windows (normalised by the old model), the threshold (calibrated on the old
+    # model's scores), drift, baseline and sensor-health state belong to the model that
+    # learned them; restoring them under another version judged the new model's scores
+    # against the old model's threshold. The open alert is kept, so it resolves under its
+    # own alert_id instead of staying open for ever on the consumers' side.
+    other = train_model(plant(20_000, np.random.default_rng(11)), SIGNALS, window=16, scorer="pca")
+    assert other.version != model.version and other.window == model.window
+    sets = ["alert.k=1", "alert.n=1", "alert.m=3", "threshold.kind=fixed"]
+    settings = load_settings(env={}, sets=sets)
+    first = Monitor.from_settings(model, settings)
+    normal = readings_for({"p1": plant(100, np.random.default_rng(12))})
+    run(first, normal[:60])
+    fault = {"a": 3.0, "b": -6.0, "c": 3.0}  # b and c no longer follow a
+    faulty = [SensorReading("p1", T0 + i * 1000, fault) for i in range(60, 70)]
+    events = first.process(faulty, now_ms=T0).events
+    opened = [e for e in events if e.event == "opened" and e.kind == "anomaly"]
+    assert len(opened) == 1 and first.policy.has_open("p1")
+    snap = first.snapshot_asset("p1")
+    assert snap is not None
+
+    nxt = [SensorReading("p1", T0 + i * 1000, r.values) for i, r in enumerate(normal[70:], 70)]
+    fresh = Monitor.from_settings(other, settings)
+    fresh.process(nxt[:1], now_ms=T0)
+    second = Monitor.from_settings(other, settings)
+    second.park("p1", snap)
+    out = second.process(nxt[:1], now_ms=T0)
+    assert [asset for asset, _ in out.not_restored] == ["p1"]
+    assert model.version in out.not_restored[0][1] and other.version in out.not_restored[0][1]
+    mine, theirs = second.snapshot_asset("p1"), fresh.snapshot_asset("p1")
+    assert mine is not None and theirs is not None
+    for part in ("window", "threshold", "drift", "baseline", "health"):
+        assert mine[part] == theirs[part], part
+    assert mine["model"]["version"] == other.version
+    assert second.policy.has_open("p1")  # the alert identity survived
+    after = run(second, nxt[1:])
+    resolved = [e for e in after if e.event == "resolved" and e.kind == "anomaly"]
+    assert [e.alert_id for e in resolved] == [opened[0].alert_id]

@@ -187,6 +187,36 @@ def test_a_queue_that_stays_full_is_waited_out_then_a_failure() -> None:
         assert time.monotonic() - closing < 5
 
 
+def test_the_wait_for_a_full_queue_is_bounded_for_all_messages_not_each() -> None:
+    # It was 0.2 s per message: a checkpoint of N state records could block N x 0.2 s
+    # (N x 30 s with the default) before its flush even began.
+    config = {"bootstrap.servers": CLOSED_PORT, "queue.buffering.max.messages": "1"}
+    publisher = AlertPublisher(config, "alerts", queue_full_timeout_s=0.2)
+    try:
+        publisher.produce("alerts", "pump-0", b"fits")
+        started = time.monotonic()
+        for i in range(1, 11):
+            publisher.produce("alerts", f"pump-{i}", b"no room")
+        assert 0.2 <= time.monotonic() - started < 0.2 * 3
+        with pytest.raises(DeliveryError) as info:
+            publisher.flush(timeout_s=0)
+        assert [f.key for f in info.value.failures] == [f"pump-{i}" for i in range(1, 11)]
+        assert all(f.code == "_QUEUE_FULL" for f in info.value.failures)
+        # A flush starts a new wait: the next message is waited for again.
+        started = time.monotonic()
+        publisher.produce("alerts", "pump-11", b"no room")
+        assert time.monotonic() - started >= 0.2
+        # So does room made (a slow broker, not a gone one: a long simulator run never
+        # flushes, and must not fail every message after its first 30 s of full queue).
+        publisher._out.producer.purge(in_queue=True)
+        publisher.produce("alerts", "pump-12", b"fits again")
+        started = time.monotonic()
+        publisher.produce("alerts", "pump-13", b"no room")
+        assert time.monotonic() - started >= 0.2
+    finally:
+        publisher.close(timeout_s=0)
+
+
 def test_delivery_error_lists_a_few_failures_and_counts_the_rest() -> None:
     failures = [
         DeliveryFailure("alerts", 0, f"pump-{i}", "Broker: boom", "BOOM", False, False)

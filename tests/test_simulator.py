@@ -389,6 +389,9 @@ def test_rate_start_and_shrinking_defaults() -> None:
     config = config_from_args(args, now_ms=1_795_899_600_000)
     assert config.period_ms == 500  # --period-ms wins over --rate
     assert config.start_ms == 1_795_899_600_000 - 600_000  # file: ends now
+    args = parse(["--duration", "600", "--no-pace"])
+    config = config_from_args(args, now_ms=1_795_899_600_000)
+    assert config.start_ms == 1_795_899_600_000 - 600_000  # unpaced: ends now, none ahead
     args = parse(["--start", "2026-01-01T00:00:00Z", "--forever", "--fault-kinds", "spike"])
     config = config_from_args(args, now_ms=1_795_899_600_000)
     assert config.start_ms == 1_767_225_600_000
