@@ -10,6 +10,7 @@ across all assets, is scored by a single ``score_batch`` call.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -298,32 +299,50 @@ class Monitor:
         name, version = self.model.name, self.model.version
         for asset, start, end in _runs(assets):
             # Protection: while the asset's alert is open, nothing it scores is learned, so
-            # a long fault cannot teach the threshold that it is normal.
-            learning = self.policy.phase(asset) != "open"
-            learn = np.full(end - start, learning, dtype=np.bool_)
-            thr, anom, sev = self._thresholds[asset].update(scores[start:end], learn=learn)
-            thresholds[start:end], anomalous[start:end], severity[start:end] = thr, anom, sev
-            for j in range(start, end):
-                decision = Decision(
-                    asset=asset,
-                    ts_ms=int(ts_ms[j]),
-                    score=float(scores[j]),
-                    threshold=float(thresholds[j]),
-                    anomalous=bool(anomalous[j]),
-                    severity=int(severity[j]),
-                    contributions=dict(zip(signals, contributions[j].tolist(), strict=True)),
-                    model_name=name,
-                    model_version=version,
+            # a long fault cannot teach the threshold that it is normal. Decided window by
+            # window, whatever the batch cut: the rest of the run is judged at once with the
+            # learning its alert's phase allows, and where the alert opens (or resolves)
+            # before the end, judged again from a copy up to that window only, the rest
+            # then with the other rule.
+            j = start
+            while j < end:
+                is_open = self.policy.phase(asset) == "open"
+                stop = end
+                saved = None if stop - j == 1 else copy.deepcopy(self._thresholds[asset])
+                thr, anom, sev = self._thresholds[asset].update(
+                    scores[j:stop], learn=np.full(stop - j, not is_open, dtype=np.bool_)
                 )
-                events.extend(self.policy.step(decision, now_ms=now_ms))
-                phase = self.policy.phase(asset)
-                alert_open[j] = phase == "open"
-                ts_j = int(ts_ms[j])
-                if anomalous[j] or phase != "idle":
-                    self._last_abnormal_ms[asset] = ts_j
-                else:
-                    last = self._last_abnormal_ms.get(asset)
-                    eligible[j] = last is None or ts_j - last > guard
+                thresholds[j:stop], anomalous[j:stop], severity[j:stop] = thr, anom, sev
+                for i in range(j, stop):
+                    decision = Decision(
+                        asset=asset,
+                        ts_ms=int(ts_ms[i]),
+                        score=float(scores[i]),
+                        threshold=float(thresholds[i]),
+                        anomalous=bool(anomalous[i]),
+                        severity=int(severity[i]),
+                        contributions=dict(zip(signals, contributions[i].tolist(), strict=True)),
+                        model_name=name,
+                        model_version=version,
+                    )
+                    events.extend(self.policy.step(decision, now_ms=now_ms))
+                    phase = self.policy.phase(asset)
+                    alert_open[i] = phase == "open"
+                    ts_i = int(ts_ms[i])
+                    if anomalous[i] or phase != "idle":
+                        self._last_abnormal_ms[asset] = ts_i
+                    else:
+                        last = self._last_abnormal_ms.get(asset)
+                        eligible[i] = last is None or ts_i - last > guard
+                    if alert_open[i] != is_open:
+                        if saved is not None and i + 1 < stop:
+                            # Judged past the change: again up to it, from the copy.
+                            learn = np.full(i + 1 - j, not is_open, dtype=np.bool_)
+                            saved.update(scores[j : i + 1], learn=learn)
+                            self._thresholds[asset] = saved
+                        stop = i + 1
+                        break
+                j = stop
         scored = Scored(
             assets=assets,
             ts_ms=ts_ms,
