@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -273,9 +273,19 @@ def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="OUT.csv", help="per-row results")
     p.add_argument("--plot", metavar="OUT.png", help="signals, score, threshold, alerts, labels")
+    p.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="one self-contained page: summary, metrics, every alert with why it opened and "
+        f"ended, and a figure per asset (the first {MAX_HTML_FIGURES})",
+    )
     p.add_argument("--report", metavar="OUT.json", help="metrics (needs --labels)")
     p.add_argument("--batch-rows", type=int, default=1000, help="rows per replayed batch")
     _add_model_args(p)
+
+
+#: The HTML page of a backtest draws this many assets' figures at most.
+MAX_HTML_FIGURES = 12
 
 
 def backtest(args: argparse.Namespace, settings: Settings) -> int:
@@ -329,9 +339,12 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
         Path(args.report).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     if args.plot:
         plot_result(result, table, args.plot, title=f"{Path(args.input).name}")
+    if args.html:
+        html_report(result, table, args.html, summary=summary, title=Path(args.input).name)
     print(
         f"wrote {args.out}: {len(result.rows):,} rows, {len(result.events)} alert events"
         + (f"; plot {args.plot}" if args.plot else "")
+        + (f"; page {args.html}" if args.html else "")
         + (f"; report {args.report}" if args.report else "")
     )
     return 0
@@ -401,24 +414,65 @@ def write_results(result: Any, path: str) -> None:
     pacsv.write_csv(pa.table(columns), path)
 
 
+def _figure_args(result: Any, table: Table, asset: Any) -> dict[str, Any]:
+    """``backtest_figure``'s data for one asset (``None``: the file has no asset column)."""
+    keep = np.ones(len(result.rows), dtype=bool) if asset is None else result.assets == asset
+    rows = result.rows[keep]
+    return {
+        "ts_ms": table.ts_ms[rows],
+        "signals": {s: table.values[rows, i] for i, s in enumerate(table.signals)},
+        "scores": result.scores[keep],
+        "thresholds": result.thresholds[keep],
+        "predictions": result.anomaly[keep],
+        "labels": result.labels[keep] if result.labels is not None else None,
+    }
+
+
+def _assets(result: Any) -> list[Any]:
+    if result.assets is None:
+        return [None]
+    return list(dict.fromkeys(result.assets.tolist()))
+
+
 def plot_result(result: Any, table: Table, path: str, *, title: str) -> None:
     from models.plot import plot_backtest
 
-    rows = result.rows
-    if result.assets is not None and len(set(result.assets.tolist())) > 1:
-        first = result.assets[0]
-        keep = result.assets == first
-        rows = rows[keep]
-        title = f"{title} — asset {first} (of {len(set(result.assets.tolist()))})"
-    else:
-        keep = np.ones(len(rows), dtype=bool)
-    plot_backtest(
+    assets = _assets(result)
+    if len(assets) > 1:
+        title = f"{title} — asset {assets[0]} (of {len(assets)})"
+    plot_backtest(path, title=title, **_figure_args(result, table, assets[0]))
+
+
+def html_report(
+    result: Any, table: Table, path: str, *, summary: Mapping[str, Any], title: str
+) -> None:
+    """The backtest as one self-contained HTML page (:mod:`plantwatch.report`)."""
+    import io
+
+    from models.plot import backtest_figure
+    from plantwatch.report import write_html
+
+    assets = _assets(result)
+    figures: list[tuple[str, bytes]] = []
+    for asset in assets[:MAX_HTML_FIGURES]:
+        caption = "the replayed rows" if asset is None else f"asset {asset}"
+        fig = backtest_figure(
+            title=title if asset is None else f"{title} — {asset}",
+            **_figure_args(result, table, asset),
+        )
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+        figures.append((caption, png.getvalue()))
+    note = (
+        f"Figures for the first {MAX_HTML_FIGURES} of {len(assets)} assets."
+        if len(assets) > MAX_HTML_FIGURES
+        else ""
+    )
+    write_html(
         path,
-        ts_ms=table.ts_ms[rows],
-        signals={s: table.values[rows, i] for i, s in enumerate(table.signals)},
-        scores=result.scores[keep],
-        thresholds=result.thresholds[keep],
-        predictions=result.anomaly[keep],
-        labels=result.labels[keep] if result.labels is not None else None,
-        title=title,
+        title=f"plantwatch backtest: {title}",
+        summary=summary,
+        events=result.events,
+        figures=figures,
+        note=note,
     )

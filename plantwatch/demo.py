@@ -5,7 +5,10 @@
 3. a scorer trained on it (a real model artifact in the work folder);
 4. the monitor, live, against the simulated plant with injected faults (one control asset
    never gets a fault), with a live terminal view and the metrics endpoint;
-5. a summary read back from the alert topic: faults injected vs alerts raised.
+5. a summary read back from the alert topic: faults injected vs alerts raised, and the run
+   as a self-contained HTML page (``report.html``: every asset's score, threshold, alerts and
+   injected faults, and the alert table) with the first faulty asset's figure as
+   ``report.png``, in the work folder.
 
 The last line is ``summary: faults=N detected=M false_alerts=K median_delay_s=D``.
 """
@@ -44,7 +47,8 @@ examples:
   plantwatch demo --assets 10 --duration-s 300 --faults 8 --scorer conv-ae
   KAFKA_BOOTSTRAP_SERVERS=... is not read here: use --bootstrap-servers or the config.
 
-Work files (history, model, fault labels, alerts) go to --workdir (default .demo/).
+Work files (history, model, fault labels, alerts, report.html, report.png) go to
+--workdir (default .demo/).
 """
 
 #: An alert opened this long after a fault ended still counts as detecting it (the
@@ -261,6 +265,9 @@ def _demo(args: argparse.Namespace, settings: Settings, work: Path) -> str:
     (work / "alerts.jsonl").write_bytes(b"\n".join(msgspec.json.encode(e) for e in events) + b"\n")
     for line in report.lines:
         print(line)
+    page, png = write_pages(view, faults, events, report, work)
+    if page is not None:
+        print(f"report: {page} (self-contained HTML), {png} (PNG)")
     return (
         f"summary: faults={report.faults} detected={report.detected} "
         f"false_alerts={report.false_alerts} median_delay_s={report.median_delay_s}"
@@ -276,10 +283,22 @@ class LiveView:
         self.rows: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self._last_plain = 0.0
+        #: Per asset, every scored window: reading time, score, threshold, alert open
+        #: (for the report page written at the end).
+        self.history: dict[str, list[tuple[int, float, float, bool]]] = {}
 
     def update(self, outcome: Any, _stats: Any) -> None:
         scored = outcome.scored
         with self.lock:
+            for j, asset in enumerate(scored.assets):
+                self.history.setdefault(asset, []).append(
+                    (
+                        int(scored.ts_ms[j]),
+                        float(scored.scores[j]),
+                        float(scored.thresholds[j]),
+                        bool(scored.alert_open[j]),
+                    )
+                )
             for j, asset in enumerate(scored.assets):
                 row = self.rows.setdefault(asset, {"alerts": 0})
                 row["score"] = float(scored.scores[j])
@@ -316,6 +335,61 @@ class LiveView:
         elif final or time.monotonic() - self._last_plain >= 15.0:
             self._last_plain = time.monotonic()
             print(head + ("\n" + "\n".join(lines) if final else ""), flush=True)
+
+
+def write_pages(
+    view: LiveView, faults: list[Fault], events: list[Any], report: Report, work: Path
+) -> tuple[Path | None, Path | None]:
+    """The live run as ``report.html`` (every asset) and ``report.png`` (the first asset
+    with a fault): scores, thresholds, alerts, and the injected faults shaded."""
+    import io
+
+    import numpy as np
+
+    from models.plot import backtest_figure
+    from plantwatch.report import write_html
+
+    with view.lock:
+        history = {a: list(rows) for a, rows in view.history.items() if rows}
+    if not history:
+        return None, None
+    figures: list[tuple[str, bytes]] = []
+    faulty = {f.asset for f in faults}
+    first = next((a for a in sorted(history) if a in faulty), sorted(history)[0])
+    png_path = work / "report.png"
+    for asset in sorted(history):
+        ts, scores, thresholds, open_ = (np.asarray(c) for c in zip(*history[asset], strict=True))
+        labels = np.zeros(ts.size, dtype=bool)
+        for f in faults:
+            if f.asset == asset:
+                labels |= (ts >= f.start_ms) & (ts <= f.end_ms)
+        kinds = sorted({f.kind for f in faults if f.asset == asset})
+        title = f"{asset}: " + (", ".join(kinds) if kinds else "no fault injected")
+        fig = backtest_figure(
+            ts_ms=ts, signals={}, scores=scores, thresholds=thresholds,
+            predictions=open_, labels=labels, title=title,
+        )  # fmt: skip
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+        figures.append((title, png.getvalue()))
+        if asset == first:
+            png_path.write_bytes(png.getvalue())
+    summary = {
+        "input": "the live simulated plant (plantwatch demo)",
+        "rows": sum(len(r) for r in history.values()),
+        "alert_events": len(events),
+    }
+    note = (
+        f"faults injected {report.faults}, detected {report.detected}, false alerts "
+        f"{report.false_alerts}, median delay {report.median_delay_s} s. Scores of every "
+        "scored window as the monitor saw them live; injected faults shaded red, the time "
+        "under an open alert in orange."
+    )
+    page = write_html(
+        work / "report.html", title="plantwatch demo", summary=summary, events=events,
+        figures=figures, note=note,
+    )  # fmt: skip
+    return page, png_path
 
 
 def _read_alerts(settings: Settings, topic: str, *, idle_s: float = 3.0) -> list[Any]:

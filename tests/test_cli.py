@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +154,33 @@ def test_backtest_a_univariate_stream_timed_by_row_index_or_not_at_all(
     metrics = json.loads(report.read_text())
     assert metrics["alerts"]["events_detected"] >= 1, metrics["alerts"]
     assert ("no time column" in capsys.readouterr().err) == (clock == "none")
+
+
+def test_backtest_writes_one_self_contained_html_page(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    n = 3000
+    value = 10 + np.sin(np.arange(n) / 200) + rng.normal(0, 0.2, n)
+    label = np.zeros(n, dtype=int)
+    value[2000:2100] += 4.0
+    label[2000:2100] = 1
+    src = tmp_path / "stream.csv"
+    src.write_text(
+        "timestamp,value,is_anomaly\n"
+        + "".join(
+            f"{i * 60},{v},{lab}\n" for i, (v, lab) in enumerate(zip(value, label, strict=True))
+        )
+    )
+    page = tmp_path / "page" / "report.html"
+    args = ["backtest", "--input", str(src), "--train-fraction", "0.5", "--labels", "is_anomaly"]
+    assert main([*args, "--out", str(tmp_path / "o.csv"), "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    # Self-contained: nothing fetched from anywhere, the figure inline as a PNG.
+    assert "<script" not in text and "<link" not in text and 'src="http' not in text
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) == 1 and base64.b64decode(images[0])[:4] == b"\x89PNG"
+    alerts = int(re.search(r"<h2>Alerts \((\d+)\)</h2>", text).group(1))  # type: ignore[union-attr]
+    assert alerts >= 1 and text.count("windows over threshold") >= 1
+    assert "event F1" in text and "stream.csv" in text
 
 
 def test_errors_are_sentences_not_tracebacks(

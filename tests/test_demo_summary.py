@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alerts.events import AlertEvent, ModelRef
 from common.timestamps import format_ts
-from plantwatch.demo import Fault, summarise
+from plantwatch.demo import Fault, LiveView, summarise, write_pages
 
 T0 = 1_795_899_600_000
 
@@ -35,3 +37,20 @@ def test_detected_missed_false_and_duplicates() -> None:
     assert (report.faults, report.detected, report.false_alerts) == (2, 1, 2)
     assert report.median_delay_s == 2.0
     assert any("missed" in line for line in report.lines)
+
+
+def test_the_demo_writes_its_run_as_a_page_and_a_picture(tmp_path: Path) -> None:
+    view = LiveView(("temp",), live=False)
+    for i in range(600):
+        score = 9.0 if 200 <= i < 260 else 1.0
+        view.history.setdefault("p1", []).append((T0 + i * 250, score, 4.0, 205 <= i < 270))
+        view.history.setdefault("p2", []).append((T0 + i * 250, 1.0, 4.0, False))
+    faults = [Fault("p1", "level_shift", T0 + 50_000, T0 + 65_000)]
+    events = [event("p1", T0 + 51_250, "a"), event("p1", T0 + 67_500, "a", kind="resolved")]
+    page, png = write_pages(view, faults, events, summarise(faults, events), tmp_path)
+    assert page is not None and png is not None
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    text = page.read_text(encoding="utf-8")
+    assert text.count('src="data:image/png;base64,') == 2  # one figure per asset
+    assert "<h2>Alerts (1)</h2>" in text and "p1: level_shift" in text
+    assert "p2: no fault injected" in text and "detected 1" in text
