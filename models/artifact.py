@@ -534,16 +534,23 @@ def _read_manifest(path: Path, expected: str = SCHEMA) -> dict[str, Any]:
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, npt.NDArray[Any]]:
-    """Parse safetensors bytes, after checking they look like safetensors at all."""
-    if data[:1] == b"\x80":
+    """Parse safetensors bytes, after checking they look like safetensors at all.
+
+    The safetensors shape (8-byte header length, then a JSON object) is checked first: a
+    header of 128 + 256·k bytes begins with the byte 0x80 too, so that byte alone does not
+    make a pickle.
+    """
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    looks_safe = 2 <= header_len <= len(data) - 8 and data[8:9] == b"{"
+    kind = ""
+    if looks_safe:
+        pass
+    elif data[:1] == b"\x80":
         kind = "a Python pickle"
     elif data[:4] == b"PK\x03\x04":
         kind = "a zip archive (the torch.save format)"
     else:
-        kind = ""
-        header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-        if header_len < 2 or header_len > len(data) - 8 or data[8:9] != b"{":
-            kind = "not a safetensors file"
+        kind = "not a safetensors file"
     if kind:
         raise ArtifactError(
             f"refusing to load {path}: it is {kind}, not safetensors. Pickle-based weights "
