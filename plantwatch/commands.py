@@ -211,6 +211,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="fit on the first N rows only (default all); later rows stay unseen",
     )
     q.add_argument(
+        "--validation-rows",
+        type=int,
+        metavar="N",
+        help="hold out the last N of the training rows (over --validation-fraction)",
+    )
+    q.add_argument(
         "--predictor",
         choices=sorted(QUALITY_KINDS),
         default=None,
@@ -263,7 +269,13 @@ def train_quality(args: argparse.Namespace, settings: Settings) -> int:
     rows = len(table) if args.train_rows is None else min(args.train_rows, len(table))
     print(
         f"training a {kind} quality model of {args.target!r} on the first {rows:,} of "
-        f"{len(table):,} rows of {args.input}; last {args.validation_fraction:.0%} held out",
+        f"{len(table):,} rows of {args.input}; the last "
+        + (
+            f"{args.validation_rows:,} rows"
+            if args.validation_rows
+            else f"{args.validation_fraction:.0%}"
+        )
+        + " held out",
         file=sys.stderr,
     )
     bar = Progress("train")
@@ -276,6 +288,7 @@ def train_quality(args: argparse.Namespace, settings: Settings) -> int:
             kind=kind,
             train_rows=args.train_rows,
             validation_fraction=args.validation_fraction,
+            validation_rows=args.validation_rows,
             lags=_int_list(args.lags, "--lags"),
             history=args.history,
             hyper=_hyper(args),
@@ -302,8 +315,8 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.task == "quality":
         return train_quality(args, settings)
-    quality_only = [f for f in ("target", "inputs", "train_rows", "predictor", "lags", "history")
-                    if getattr(args, f) is not None]
+    quality_flags = ("target", "inputs", "train_rows", "validation_rows", "predictor", "lags")
+    quality_only = [f for f in (*quality_flags, "history") if getattr(args, f) is not None]
     if quality_only:
         flags = ", ".join("--" + f.replace("_", "-") for f in quality_only)
         raise SystemExit(f"plantwatch: {flags} belong to quality models; add --task quality")

@@ -36,6 +36,7 @@ def fit_quality(
     kind: str = DEFAULT_KIND,
     train_rows: int | None = None,
     validation_fraction: float = 0.2,
+    validation_rows: int | None = None,
     lags: Sequence[int] | None = None,
     history: int | None = None,
     hyper: Mapping[str, Any] | None = None,
@@ -46,7 +47,9 @@ def fit_quality(
     """A :class:`QualityModel` of ``target`` from ``values`` (rows, signals), raw units.
 
     ``segments`` are row ranges contiguous in time (per asset, split at gaps): no history
-    crosses one. Raises ``ValueError`` with the reason when too few rows can be used.
+    crosses one. ``validation_rows`` holds out the rows from ``train_rows -
+    validation_rows`` on instead of a fraction (a protocol's fixed validation block).
+    Raises ``ValueError`` with the reason when too few rows can be used.
     """
     x_raw = np.asarray(values, dtype=np.float64)
     y_raw = np.asarray(target, dtype=np.float64).reshape(-1)
@@ -64,7 +67,12 @@ def fit_quality(
     )
     clipped = [(s, min(e, limit)) for s, e in segments if s < limit]
     rows = predictable_rows(x_raw, predictor.history, clipped, y=y_raw)
-    n_val = round(rows.size * validation_fraction)
+    if validation_rows is not None:
+        if not 0 < validation_rows < limit:
+            raise ValueError(f"validation_rows {validation_rows} must be within 1..{limit - 1}")
+        n_val = int((rows >= limit - validation_rows).sum())
+    else:
+        n_val = round(rows.size * validation_fraction)
     if rows.size - n_val < MIN_FIT_ROWS or n_val < 2:
         raise ValueError(
             f"only {rows.size} of the first {limit} rows have the target and "
