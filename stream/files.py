@@ -137,13 +137,14 @@ def _matrix_names(header: list[str], n: int) -> list[str]:
     names in parentheses does too (``SRU Scaled data (u1,u2,u3,u4,u5,y1,y2)``).
     """
     for line in reversed(header):
-        words = line.split()
-        if len(words) == n:
-            return words
+        # Names in parentheses first: a title of n words must not become the names.
         for inner in re.findall(r"\(([^()]*)\)", line):
             names = [w.strip() for w in inner.split(",")]
             if len(names) == n and all(names):
                 return names
+        words = line.split()
+        if len(words) == n:
+            return words
     return [f"col{i + 1}" for i in range(n)]
 
 
