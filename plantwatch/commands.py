@@ -32,9 +32,9 @@ examples:
   plantwatch train --input plant.csv --labels fault --model models/plant  # fault=1 rows left out
 
 quality (soft sensor): predict a lab-measured quality column from the process readings
-  plantwatch train --task quality --target y2 --inputs u1,u2,u3,u4,u5 \
+  plantwatch train --task quality --target y2 --inputs u1,u2,u3,u4,u5 \\
       --input SRU_data.txt --train-rows 8000 --predictor ridge --lags 0,2,4,6,8 --model models/so2
-  plantwatch train --task quality --target y --input debutanizer_data.txt --train-rows 1600 \
+  plantwatch train --task quality --target y --input debutanizer_data.txt --train-rows 1600 \\
       --predictor conv --history 32 --model models/c4
   The first --train-rows rows are used (default all); their last --validation-fraction,
   in time order, is held out: it picks the penalty/components/epoch (early stopping),
@@ -71,7 +71,7 @@ severity, top_signal, and label when --labels is given. Labels are used only to 
 
 quality model (trained with --task quality):
   plantwatch backtest --model models/so2 --input SRU_data.txt --out so2.csv --usl 0.3
-  plantwatch backtest --model models/c4 --input debutanizer_data.txt --out c4.csv \
+  plantwatch backtest --model models/c4 --input debutanizer_data.txt --out c4.csv \\
       --lab-every 10 --lab-delay 5      # a lab value every 10 rows, known 5 rows later
   Columns: timestamp, [asset,] predicted, lower, upper (the interval holding
   quality.coverage of true values, 0.9 by default), in_spec (1 when the prediction lies
