@@ -178,7 +178,8 @@ def run_protocol(
             print(f"{proto.name} {kind} {label}: hold-out R² {r2:.4f}", file=sys.stderr)
             if best is None or r2 > best[0]:
                 best = (r2, label, model, meta)
-        assert best is not None  # candidates is never empty
+        if best is None:
+            raise RuntimeError(f"no candidate settings for {kind}")
         _, label, model, meta = best
         cols = _backtest(proto, data, model, work / f"{key}-{kind}.csv", [])
         test = _score(cols, proto.test_from, proto.test_to)
@@ -215,7 +216,8 @@ def run_protocol(
             )
             if best_rate is None or r2 > best_rate[0]:
                 best_rate = (r2, rate, cols)
-        assert best_rate is not None
+        if best_rate is None:
+            raise RuntimeError("no bias rate to try")
         _, rate, cols = best_rate
         rows.append(
             {

@@ -266,6 +266,11 @@ def train_quality(args: argparse.Namespace, settings: Settings) -> int:
     table = _read(args, row_interval_ms=QUALITY_ROW_INTERVAL_MS)
     inputs = [c.strip() for c in args.inputs.split(",") if c.strip()] if args.inputs else None
     kind = args.predictor or DEFAULT_QUALITY_KIND
+    linear = kind in ("pls", "ridge")
+    if args.lags and not linear:
+        raise SystemExit(f"plantwatch: --lags is for pls and ridge; {kind} reads --history rows")
+    if args.history is not None and linear:
+        raise SystemExit(f"plantwatch: --history is for the neural predictors; {kind} takes --lags")
     rows = len(table) if args.train_rows is None else min(args.train_rows, len(table))
     print(
         f"training a {kind} quality model of {args.target!r} on the first {rows:,} of "

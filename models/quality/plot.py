@@ -59,7 +59,7 @@ def plot_quality(
         hi[keep],
         where=band[keep],
         color="tab:blue",
-        alpha=0.2,
+        alpha=0.35,
         linewidth=0,
         label="interval",
     )
