@@ -222,3 +222,15 @@ def test_regression_metrics_on_perfect_and_mean_predictions() -> None:
     assert mean["r2"] == 0.0 and mean["rows"] == 3
     cov = regression_metrics(y, y, lower=y - 0.5, upper=np.array([1.5, 1.0, 3.5, 0.0]))
     assert cov["coverage"] == pytest.approx(2 / 3)
+
+
+def test_model_schema_tells_the_kinds_apart_and_never_raises(tmp_path: Path) -> None:
+    from models.artifact import model_schema
+
+    x, y = delayed_plant(rows=300)
+    root = fit_quality(x, y, ("a", "b"), "q", [(0, 300)], kind="ridge").save(tmp_path / "m")
+    assert model_schema(root) == "plantwatch.quality/v1"
+    assert model_schema(tmp_path / "nowhere") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("[1, 2]")
+    assert model_schema(tmp_path / "bad") is None
