@@ -291,45 +291,7 @@ class TrainedModel:
             "tensors": _tensor_manifest(tensors),
             "metadata": self.metadata,
         }
-        text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-        if target.exists() or target.is_symlink():
-            if not overwrite:
-                raise FileExistsError(
-                    f"{target} already exists; choose another output path or pass "
-                    "overwrite=True to replace the model there"
-                )
-            if not target.is_dir() or target.is_symlink():
-                raise ArtifactError(f"{target} exists and is not a model directory; not replacing")
-            existing = {p.name for p in target.iterdir()}
-            if existing - {WEIGHTS_FILE, MANIFEST_FILE}:
-                raise ArtifactError(
-                    f"{target} holds files other than a model ({sorted(existing)}); "
-                    "not replacing it"
-                )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        )
-        try:
-            staging.chmod(0o755)  # mkdtemp makes it owner-only; a model is meant to be shared
-            _write_synced(staging / WEIGHTS_FILE, weights)
-            _write_synced(staging / MANIFEST_FILE, text.encode("utf-8"))
-            _fsync_dir(staging)
-            if target.exists():
-                retired = Path(
-                    tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
-                )
-                os.replace(target, retired / "model")
-                os.replace(staging, target)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, target)
-            _fsync_dir(target.parent)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        return target
+        return write_model_dir(target, weights, manifest, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainedModel:
@@ -342,29 +304,7 @@ class TrainedModel:
         matches ``version``.
         """
         root = Path(path)
-        if not root.is_dir():
-            raise ArtifactError(
-                f"{root} is not a model directory (expected a directory holding "
-                f"{MANIFEST_FILE} and {WEIGHTS_FILE}, as written by `plantwatch train`)"
-            )
-        _check_entries(root)
-        manifest = _read_manifest(root / MANIFEST_FILE)
-        weights = _read_limited(root / WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
-        tensors = _parse_safetensors(weights, root / WEIGHTS_FILE)
-
-        declared = manifest.get("tensors")
-        if not isinstance(declared, dict):
-            raise ArtifactError(f"{root / MANIFEST_FILE} lacks its 'tensors' manifest")
-        actual = _tensor_manifest(tensors)
-        if actual != declared:
-            missing = sorted(declared.keys() - actual.keys())
-            extra = sorted(actual.keys() - declared.keys())
-            differ = sorted(k for k in declared.keys() & actual.keys() if declared[k] != actual[k])
-            raise ArtifactError(
-                f"tensors in {WEIGHTS_FILE} do not match {MANIFEST_FILE} (missing {missing}, "
-                f"unexpected {extra}, wrong dtype or shape {differ}); the artifact was modified "
-                "or damaged"
-            )
+        manifest, weights, tensors = read_model_dir(root, SCHEMA)
 
         config = manifest.get("scorer")
         signals = manifest.get("signals")
@@ -432,6 +372,107 @@ class TrainedModel:
         return model
 
 
+def write_model_dir(
+    target: Path, weights: bytes, manifest: Mapping[str, Any], *, overwrite: bool = False
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` atomically (temp directory, rename).
+
+    Shared by every artifact kind (anomaly scorers, quality models): an existing model
+    directory is replaced only with ``overwrite=True``; any other path is never touched.
+    """
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise FileExistsError(
+                f"{target} already exists; choose another output path or pass "
+                "overwrite=True to replace the model there"
+            )
+        if not target.is_dir() or target.is_symlink():
+            raise ArtifactError(f"{target} exists and is not a model directory; not replacing")
+        existing = {p.name for p in target.iterdir()}
+        if existing - {WEIGHTS_FILE, MANIFEST_FILE}:
+            raise ArtifactError(
+                f"{target} holds files other than a model ({sorted(existing)}); "
+                "not replacing it"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    )
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it owner-only; a model is meant to be shared
+        _write_synced(staging / WEIGHTS_FILE, weights)
+        _write_synced(staging / MANIFEST_FILE, text.encode("utf-8"))
+        _fsync_dir(staging)
+        if target.exists():
+            retired = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+            )
+            os.replace(target, retired / "model")
+            os.replace(staging, target)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, target)
+        _fsync_dir(target.parent)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def read_model_dir(
+    root: Path, schema: str
+) -> tuple[dict[str, Any], bytes, dict[str, npt.NDArray[Any]]]:
+    """Manifest, weight bytes and tensors of a model directory, checked but not yet trusted.
+
+    Refuses a path that is not a directory, extra files, a weights file that is not
+    safetensors, a manifest of another ``schema`` and tensors that disagree with the
+    manifest's list; the caller checks the content hash against its own identity.
+    """
+    if not root.is_dir():
+        raise ArtifactError(
+            f"{root} is not a model directory (expected a directory holding "
+            f"{MANIFEST_FILE} and {WEIGHTS_FILE}, as written by `plantwatch train`)"
+        )
+    _check_entries(root)
+    manifest = _read_manifest(root / MANIFEST_FILE, schema)
+    weights = _read_limited(root / WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
+    tensors = _parse_safetensors(weights, root / WEIGHTS_FILE)
+
+    declared = manifest.get("tensors")
+    if not isinstance(declared, dict):
+        raise ArtifactError(f"{root / MANIFEST_FILE} lacks its 'tensors' manifest")
+    actual = _tensor_manifest(tensors)
+    if actual != declared:
+        missing = sorted(declared.keys() - actual.keys())
+        extra = sorted(actual.keys() - declared.keys())
+        differ = sorted(k for k in declared.keys() & actual.keys() if declared[k] != actual[k])
+        raise ArtifactError(
+            f"tensors in {WEIGHTS_FILE} do not match {MANIFEST_FILE} (missing {missing}, "
+            f"unexpected {extra}, wrong dtype or shape {differ}); the artifact was modified "
+            "or damaged"
+        )
+
+    return manifest, weights, tensors
+
+
+def model_schema(path: str | os.PathLike[str]) -> str | None:
+    """The ``schema`` a model directory's ``model.json`` declares (None when unreadable).
+
+    Lets a command pick the loader for the kind of model (anomaly scorer or quality
+    model); the loader then checks everything.
+    """
+    manifest = Path(path) / MANIFEST_FILE
+    try:
+        if manifest.is_symlink() or manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            return None
+        schema = json.loads(manifest.read_text(encoding="utf-8")).get("schema")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return schema if isinstance(schema, str) else None
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     with path.open("wb") as fh:
         fh.write(data)
@@ -474,7 +515,7 @@ def _reject_constant(token: str) -> float:
     raise ArtifactError(f"model.json holds {token}, which is not valid JSON")
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, expected: str = SCHEMA) -> dict[str, Any]:
     raw = _read_limited(path, MAX_MANIFEST_BYTES)
     try:
         manifest = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
@@ -483,25 +524,33 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "schema" not in manifest:
         raise ArtifactError(f"{path} is not a plantwatch model manifest (no 'schema' field)")
     schema = manifest["schema"]
-    if schema != SCHEMA:
+    if schema != expected:
         raise ArtifactError(
-            f"{path} has artifact schema {schema!r}; this plantwatch reads {SCHEMA!r}. Load it "
-            "with the plantwatch version that wrote it, or retrain with `plantwatch train`"
+            f"{path} has artifact schema {schema!r}; this plantwatch reads {expected!r} here. "
+            "Load it with the command for that kind of model or the plantwatch version that "
+            "wrote it, or retrain with `plantwatch train`"
         )
     return manifest
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, npt.NDArray[Any]]:
-    """Parse safetensors bytes, after checking they look like safetensors at all."""
-    if data[:1] == b"\x80":
+    """Parse safetensors bytes, after checking they look like safetensors at all.
+
+    The safetensors shape (8-byte header length, then a JSON object) is checked first: a
+    header of 128 + 256·k bytes begins with the byte 0x80 too, so that byte alone does not
+    make a pickle.
+    """
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    looks_safe = 2 <= header_len <= len(data) - 8 and data[8:9] == b"{"
+    kind = ""
+    if looks_safe:
+        pass
+    elif data[:1] == b"\x80":
         kind = "a Python pickle"
     elif data[:4] == b"PK\x03\x04":
         kind = "a zip archive (the torch.save format)"
     else:
-        kind = ""
-        header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-        if header_len < 2 or header_len > len(data) - 8 or data[8:9] != b"{":
-            kind = "not a safetensors file"
+        kind = "not a safetensors file"
     if kind:
         raise ArtifactError(
             f"refusing to load {path}: it is {kind}, not safetensors. Pickle-based weights "

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from common.progress import Progress
+from models.quality.registry import DEFAULT_KIND as DEFAULT_QUALITY_KIND
+from models.quality.registry import KINDS as QUALITY_KINDS
 from plantwatch.settings import Settings, with_overrides
 from stream.files import ROW_ORDER, FileFormatError, Table, read_table
 
@@ -28,6 +30,20 @@ examples:
   plantwatch train --input history.parquet --model models/pump
   plantwatch train --input skab/anomaly-free/anomaly-free.csv --scorer conv-ae --model models/skab
   plantwatch train --input plant.csv --labels fault --model models/plant  # fault=1 rows left out
+
+quality (soft sensor): predict a lab-measured quality column from the process readings
+  plantwatch train --task quality --target y2 --inputs u1,u2,u3,u4,u5 \\
+      --input SRU_data.txt --train-rows 8000 --predictor ridge --lags 0,2,4,6,8 --model models/so2
+  plantwatch train --task quality --target y --input debutanizer_data.txt --train-rows 1600 \\
+      --predictor conv --history 32 --model models/c4
+  The first --train-rows rows are used (default all); their last --validation-fraction,
+  in time order, is held out: it picks the penalty/components/epoch (early stopping),
+  calibrates the prediction interval (split-conformal) and gives the RMSE, MAE and R² kept
+  in model.json. The target is never an input; --inputs names them (default: every other
+  numeric column, so leave out other quality columns such as SRU's y1 explicitly).
+  Predictors: pls (default), ridge (lagged readings: --lags), mlp (current readings),
+  conv and lstm (the last --history rows). A file without a time column gets one row per
+  --row-interval-ms (one minute for quality data, one second otherwise).
 
 The artifact is a directory: model.safetensors (weights, never pickle) and model.json
 (signals, window, normalisation, calibration scores for the threshold, training metrics,
@@ -52,6 +68,18 @@ examples:
 Columns of OUT.csv: timestamp, [asset,] score, threshold, exceeds (the threshold's verdict on
 the window ending at the row), anomaly (1 while an alert is open: what operators are told),
 severity, top_signal, and label when --labels is given. Labels are used only to evaluate.
+
+quality model (trained with --task quality):
+  plantwatch backtest --model models/so2 --input SRU_data.txt --out so2.csv --usl 0.3
+  plantwatch backtest --model models/c4 --input debutanizer_data.txt --out c4.csv \\
+      --lab-every 10 --lab-delay 5      # a lab value every 10 rows, known 5 rows later
+  Columns: timestamp, [asset,] predicted, lower, upper (the interval holding
+  quality.coverage of true values, 0.9 by default), in_spec (1 when the prediction lies
+  within --lsl/--usl or quality.lsl/usl, 0 outside, empty without limits), and target
+  when the file has the target column. The target is read only to evaluate, unless
+  --lab-every simulates lab delivery: then each sampled value reaches the model
+  --lab-delay rows after its sample, corrects its bias (quality.bias_rate) and renews
+  the interval's residuals.
 """
 
 
@@ -68,20 +96,34 @@ def training_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
     return show
 
 
-def _read(args: argparse.Namespace, *, signals: tuple[str, ...] | None = None) -> Table:
+#: Rows of a file without a time column: one second apart, one minute for quality data
+#: (lab-measured quality variables are sampled in minutes, the soft-sensor sets so).
+ROW_INTERVAL_MS = 1000
+QUALITY_ROW_INTERVAL_MS = 60_000
+
+
+def _read(
+    args: argparse.Namespace,
+    *,
+    signals: tuple[str, ...] | None = None,
+    row_interval_ms: int = ROW_INTERVAL_MS,
+) -> Table:
+    interval = getattr(args, "row_interval_ms", None) or row_interval_ms
     try:
         table = read_table(
             args.input,
             time_column=args.time_column,
             label_column=args.labels,
             signals=signals,
+            row_interval_ms=interval,
         )
     except FileFormatError as exc:
         raise SystemExit(f"plantwatch: {exc}") from exc
     if table.time_column == ROW_ORDER:
         print(
             f"note: {args.input} has no time column (timestamp, datetime, time or ts); "
-            "its rows are taken in file order, one second apart (--time-column NAME names one)",
+            f"its rows are taken in file order, {interval / 1000:g} s apart "
+            "(--time-column NAME names one, --row-interval-ms sets the spacing)",
             file=sys.stderr,
         )
     return table
@@ -106,6 +148,13 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
         "--labels",
         metavar="COLUMN",
         help="label column (0/1); never used as a signal",
+    )
+    p.add_argument(
+        "--row-interval-ms",
+        type=int,
+        metavar="MS",
+        help="spacing of the rows of a file with no time column (default 1000; 60000 for "
+        "quality models)",
     )
 
 
@@ -142,11 +191,140 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="last part of each series held out for early stopping and calibration",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
+    q = p.add_argument_group("quality models (--task quality)")
+    q.add_argument(
+        "--task",
+        choices=("anomaly", "quality"),
+        default="anomaly",
+        help="anomaly: a scorer of normal history (default); quality: a soft sensor of --target",
+    )
+    q.add_argument("--target", metavar="COLUMN", help="the quality column to predict")
+    q.add_argument(
+        "--inputs",
+        metavar="COL,COL",
+        help="process columns to predict from (default: every numeric column but the target)",
+    )
+    q.add_argument(
+        "--train-rows",
+        type=int,
+        metavar="N",
+        help="fit on the first N rows only (default all); later rows stay unseen",
+    )
+    q.add_argument(
+        "--validation-rows",
+        type=int,
+        metavar="N",
+        help="hold out the last N of the training rows (over --validation-fraction)",
+    )
+    q.add_argument(
+        "--predictor",
+        choices=sorted(QUALITY_KINDS),
+        default=None,
+        help="; ".join(f"{k}: {v}" for k, v in QUALITY_KINDS.items())
+        + f" (default {DEFAULT_QUALITY_KIND})",
+    )
+    q.add_argument(
+        "--lags",
+        metavar="L,L",
+        help="pls/ridge: rows back each reading is also read at, e.g. 0,2,4,8 (default 0)",
+    )
+    q.add_argument(
+        "--history",
+        type=int,
+        metavar="ROWS",
+        help="conv/lstm/mlp: rows of process history one prediction reads (default 32; mlp 1)",
+    )
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(
+            f"plantwatch: {flag} takes integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _summary(args: argparse.Namespace, table: Table) -> dict[str, Any]:
+    return {
+        "source": str(args.input),
+        "rows": len(table),
+        "assets": sorted({str(a) for a in table.assets}) if table.assets is not None else [],
+        "start_ms": int(table.ts_ms.min()),
+        "end_ms": int(table.ts_ms.max()),
+    }
+
+
+def train_quality(args: argparse.Namespace, settings: Settings) -> int:
+    """``train --task quality``: fit a soft sensor of ``--target``, write its artifact."""
+    from plantwatch.quality import train_quality_table
+
+    if not args.target:
+        raise SystemExit("plantwatch: --task quality needs --target COLUMN (the quality column)")
+    table = _read(args, row_interval_ms=QUALITY_ROW_INTERVAL_MS)
+    inputs = [c.strip() for c in args.inputs.split(",") if c.strip()] if args.inputs else None
+    kind = args.predictor or DEFAULT_QUALITY_KIND
+    linear = kind in ("pls", "ridge")
+    if args.lags and not linear:
+        raise SystemExit(f"plantwatch: --lags is for pls and ridge; {kind} reads --history rows")
+    if args.history is not None and linear:
+        raise SystemExit(f"plantwatch: --history is for the neural predictors; {kind} takes --lags")
+    rows = len(table) if args.train_rows is None else min(args.train_rows, len(table))
+    print(
+        f"training a {kind} quality model of {args.target!r} on the first {rows:,} of "
+        f"{len(table):,} rows of {args.input}; the last "
+        + (
+            f"{args.validation_rows:,} rows"
+            if args.validation_rows
+            else f"{args.validation_fraction:.0%}"
+        )
+        + " held out",
+        file=sys.stderr,
+    )
+    bar = Progress("train")
+    try:
+        model = train_quality_table(
+            table,
+            settings,
+            target=args.target,
+            inputs=inputs,
+            kind=kind,
+            train_rows=args.train_rows,
+            validation_fraction=args.validation_fraction,
+            validation_rows=args.validation_rows,
+            lags=_int_list(args.lags, "--lags"),
+            history=args.history,
+            hyper=_hyper(args),
+            seed=args.seed,
+            progress=training_progress(bar),
+            data_summary=_summary(args, table),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"plantwatch: {exc}") from exc
+    finally:
+        bar.close()
+    path = model.save(args.model, overwrite=args.overwrite)
+    hold = model.metadata["holdout"]
+    print(
+        f"wrote {path}: quality-{kind} of {model.target} version {model.version}, inputs "
+        f"{', '.join(model.signals)}; hold-out ({hold['rows']} rows): RMSE {_fmt(hold['rmse'])}"
+        f"  MAE {_fmt(hold['mae'])}  R² {_fmt(hold['r2'])}"
+    )
+    return 0
 
 
 def train(args: argparse.Namespace, settings: Settings) -> int:
     from plantwatch.backtest import train_table
 
+    if args.task == "quality":
+        return train_quality(args, settings)
+    quality_flags = ("target", "inputs", "train_rows", "validation_rows", "predictor", "lags")
+    quality_only = [f for f in (*quality_flags, "history") if getattr(args, f) is not None]
+    if quality_only:
+        flags = ", ".join("--" + f.replace("_", "-") for f in quality_only)
+        raise SystemExit(f"plantwatch: {flags} belong to quality models; add --task quality")
     table = _read(args)
     exclude = None if table.labels is None else table.labels.astype(bool)
     kwargs: dict[str, Any] = dict(_hyper(args))
@@ -168,13 +346,7 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         validation_fraction=args.validation_fraction,
         seed=args.seed,
         progress=training_progress(Progress("train")),
-        data_summary={
-            "source": str(args.input),
-            "rows": len(table),
-            "assets": sorted({str(a) for a in table.assets}) if table.assets is not None else [],
-            "start_ms": int(table.ts_ms.min()),
-            "end_ms": int(table.ts_ms.max()),
-        },
+        data_summary=_summary(args, table),
         **kwargs,
     )
     path = model.save(args.model, overwrite=args.overwrite)
@@ -282,6 +454,97 @@ def add_backtest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="OUT.json", help="metrics (needs --labels)")
     p.add_argument("--batch-rows", type=int, default=1000, help="rows per replayed batch")
     _add_model_args(p)
+    q = p.add_argument_group("quality models")
+    q.add_argument("--lsl", type=float, help="lower spec limit (over quality.lsl)")
+    q.add_argument("--usl", type=float, help="upper spec limit (over quality.usl)")
+    q.add_argument(
+        "--lab-every",
+        type=int,
+        metavar="ROWS",
+        help="simulate lab delivery: the target of every ROWS-th row is measured ...",
+    )
+    q.add_argument(
+        "--lab-delay",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="... and known ROWS rows after its sample (default 0)",
+    )
+
+
+def backtest_quality_model(args: argparse.Namespace, settings: Settings) -> int:
+    """``backtest`` on a quality model: per-row predictions, interval and spec verdict."""
+    from models.quality.artifact import QualityModel
+    from plantwatch.quality import backtest_quality, write_quality_results
+
+    if args.html:
+        raise SystemExit(
+            "plantwatch: --html pages an anomaly model's alerts; for a quality model --plot "
+            "draws the prediction, its interval, the spec limits and the target"
+        )
+    model = QualityModel.load(args.model)
+    table = _read(args, row_interval_ms=QUALITY_ROW_INTERVAL_MS)
+    try:
+        result = backtest_quality(
+            table,
+            model,
+            settings,
+            lsl=args.lsl,
+            usl=args.usl,
+            lab_every=args.lab_every,
+            lab_delay=args.lab_delay,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"plantwatch: {exc}") from exc
+    write_quality_results(result, args.out)
+    summary: dict[str, Any] = {
+        "input": str(args.input),
+        "model": {"name": f"quality-{model.kind}", "version": model.version},
+        "target": model.target,
+        "rows": len(table),
+        "lab_results": result.lab_rows,
+    }
+    if result.target is not None:
+        trained = int(model.metadata.get("split", {}).get("train_rows", 0))
+        summary["all_rows"] = result.metrics()
+        if 0 < trained < len(table):
+            summary["after_training_rows"] = result.metrics(np.arange(trained, len(table)))
+        shown = summary.get("after_training_rows", summary["all_rows"])
+        where = (
+            f"rows {trained:,}+ (after the model's training rows)"
+            if "after_training_rows" in summary
+            else "all rows"
+        )
+        print(
+            f"{model.target} on {where}: RMSE {_fmt(shown.get('rmse'))}  "
+            f"MAE {_fmt(shown.get('mae'))}  R² {_fmt(shown.get('r2'))}  interval coverage "
+            f"{_fmt(shown.get('coverage'))} (target {result.coverage:g})"
+        )
+    out_of_spec = int((result.in_spec == 0).sum())
+    if (result.in_spec >= 0).any():
+        summary["predicted_out_of_spec_rows"] = out_of_spec
+    if args.report:
+        Path(args.report).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if args.plot:
+        from models.quality.plot import plot_quality
+
+        plot_quality(
+            args.plot,
+            ts_ms=result.ts_ms,
+            predicted=result.predicted,
+            lower=result.lower,
+            upper=result.upper,
+            target=result.target,
+            lsl=args.lsl if args.lsl is not None else settings.quality.lsl,
+            usl=args.usl if args.usl is not None else settings.quality.usl,
+            title=f"{Path(args.input).name}: {model.target} (quality-{model.kind})",
+        )
+    print(
+        f"wrote {args.out}: {len(table):,} rows, {out_of_spec:,} predicted out of spec"
+        + (f"; plot {args.plot}" if args.plot else "")
+        + (f"; report {args.report}" if args.report else "")
+    )
+    return 0
 
 
 #: The HTML page of a backtest draws this many assets' figures at most.
@@ -289,9 +552,15 @@ MAX_HTML_FIGURES = 12
 
 
 def backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from models.artifact import model_schema
     from models.evaluation import auc_roc, evaluate
+    from models.quality.artifact import SCHEMA as QUALITY_SCHEMA
     from plantwatch.backtest import backtest_table
 
+    if args.model and model_schema(args.model) == QUALITY_SCHEMA:
+        return backtest_quality_model(args, settings)
+    if args.lab_every is not None:
+        raise SystemExit("plantwatch: --lab-every simulates lab results for a quality model")
     model = load_model(args.model) if args.model else None
     table = _read(args)
     if args.report and table.labels is None:

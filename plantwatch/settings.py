@@ -42,6 +42,7 @@ from common.config import Config
 from models.drift import DriftConfig
 from models.health import SensorHealthConfig
 from models.online import OnlineConfig
+from models.quality.config import QualityConfig
 from models.rebaseline import RebaselineConfig
 from models.thresholds import ThresholdConfig
 from stream.config import (
@@ -85,6 +86,7 @@ class Settings(Config, frozen=True, kw_only=True):
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    quality: QualityConfig = msgspec.field(default_factory=QualityConfig)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

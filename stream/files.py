@@ -2,13 +2,17 @@
 
 A table has a time column (``timestamp``, ``datetime``, ``time`` or ``ts``, or named by
 the caller), numeric signal columns, and optionally an ``asset`` column and a label
-column. Label-like columns (``anomaly``, ``changepoint``, ``fault`` …) are never used as
-signals, so a label can never leak into a model's inputs.
+column. Besides CSV and Parquet, a ``.txt``/``.dat`` whitespace-separated numeric matrix
+(the soft-sensor benchmarks' format: blank or title lines, a header of names or a title
+naming them in parentheses, numbers like ``2.6890035e-001``) is read as a table.
+Label-like columns (``anomaly``, ``changepoint``, ``fault`` …) are never used as signals,
+so a label can never leak into a model's inputs.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +34,10 @@ TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
 LABEL_LIKE_COLUMNS = frozenset(
     {"anomaly", "changepoint", "label", "labels", "fault", "fault_kind", "is_anomaly", "attack"}
 )
-#: ``time_column`` of a file without one: rows in file order, one second apart.
+#: ``time_column`` of a file without one: rows in file order, ``row_interval_ms`` apart.
 ROW_ORDER = ""
+#: Suffixes that may hold a whitespace-separated matrix instead of a delimited table.
+MATRIX_SUFFIXES = (".txt", ".dat")
 #: Epoch numbers below this are taken as seconds, above as milliseconds.
 _EPOCH_SECONDS_LIMIT = 100_000_000_000
 
@@ -117,10 +123,79 @@ def _sniff_delimiter(path: Path) -> str:
         return ","
 
 
+def _numbers(line: str) -> list[float] | None:
+    try:
+        return [float(tok) for tok in line.split()]
+    except ValueError:
+        return None
+
+
+def _matrix_names(header: list[str], n: int) -> list[str]:
+    """Column names from the last text line above the numbers, else ``col1 … coln``.
+
+    A line of exactly ``n`` words names the columns; a title with ``n`` comma-separated
+    names in parentheses does too (``SRU Scaled data (u1,u2,u3,u4,u5,y1,y2)``).
+    """
+    for line in reversed(header):
+        # Names in parentheses first: a title of n words must not become the names.
+        for inner in re.findall(r"\(([^()]*)\)", line):
+            names = [w.strip() for w in inner.split(",")]
+            if len(names) == n and all(names):
+                return names
+        words = line.split()
+        if len(words) == n:
+            return words
+    return [f"col{i + 1}" for i in range(n)]
+
+
+def read_matrix(path: Path) -> pa.Table | None:
+    r"""A whitespace-separated numeric matrix as a table; None when the file is not one.
+
+    The file is one if its first line of numbers has no ``,``, ``;`` or ``|`` and every
+    later non-blank line holds as many numbers; text lines may only come before the numbers.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     f = pathlib.Path(tmp) / "m.txt"
+    ...     _ = f.write_text("  \n  a   b\n  1.0e-001  2\n  3  4\n")
+    ...     read_matrix(f).to_pydict()
+    {'a': [0.1, 3.0], 'b': [2.0, 4.0]}
+    """
+    header: list[str] = []
+    rows: list[list[float]] = []
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            numbers = _numbers(line)
+            if not rows:
+                if numbers is None or not numbers:
+                    header.append(line)
+                    if len(header) > 20:
+                        return None
+                    continue
+                if any(sep in line for sep in ",;|"):
+                    return None
+            if numbers is None or len(numbers) != len(rows[0] if rows else numbers):
+                return None
+            rows.append(numbers)
+    if not rows:
+        return None
+    names = _matrix_names(header, len(rows[0]))
+    if len(set(names)) != len(names):
+        names = [f"col{i + 1}" for i in range(len(names))]
+    data = np.asarray(rows, dtype=np.float64)
+    return pa.table({name: data[:, j] for j, name in enumerate(names)})
+
+
 def _read_arrow(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise FileFormatError(f"{path} does not exist")
+    if suffix in MATRIX_SUFFIXES:
+        matrix = read_matrix(path)
+        if matrix is not None:
+            return matrix
     try:
         if suffix in (".parquet", ".pq"):
             return pq.read_table(path)
@@ -130,7 +205,10 @@ def _read_arrow(path: Path) -> pa.Table:
             )
     except (pa.ArrowInvalid, OSError) as exc:
         raise FileFormatError(f"{path} could not be read: {exc}") from exc
-    raise FileFormatError(f"{path}: use a .csv or .parquet file (got {suffix or 'no suffix'})")
+    raise FileFormatError(
+        f"{path}: use a .csv or .parquet file (or a whitespace-separated .txt matrix) "
+        f"(got {suffix or 'no suffix'})"
+    )
 
 
 def _to_epoch_ms(column: pa.ChunkedArray, name: str) -> npt.NDArray[np.int64]:
@@ -164,14 +242,18 @@ def read_table(
     asset_column: str = "asset",
     label_column: str | None = None,
     signals: Sequence[str] | None = None,
+    row_interval_ms: int = 1000,
 ) -> Table:
     """Read a CSV (``,``/``;``/tab separated, sniffed) or Parquet file into a :class:`Table`.
 
     Rows are sorted by asset, then time (stable). ``signals`` fixes which columns are used
     and in which order (a model's signal list); otherwise every numeric column that is not
     the time, asset or a label-like column is a signal. With no time column (none named
-    and none of :data:`TIME_COLUMNS`), rows keep file order, one second apart.
+    and none of :data:`TIME_COLUMNS`), rows keep file order, ``row_interval_ms`` apart
+    (one second unless told: the soft-sensor data sets are given one row per minute).
     """
+    if row_interval_ms < 1:
+        raise FileFormatError(f"row_interval_ms must be at least 1, got {row_interval_ms}")
     path = Path(path)
     table = _read_arrow(path)
     names = list(table.column_names)
@@ -184,10 +266,10 @@ def read_table(
         raise FileFormatError(f"{path}: label column {label_column!r} not among {names[:12]}")
     if time_column is None or time_column == ROW_ORDER:
         # A matrix of readings with no clock (a lab export, a benchmark's .txt): file order,
-        # one second apart. The cadence is then one second; settings in milliseconds
-        # (cooldown, re-baselining) count readings as seconds.
+        # row_interval_ms apart. The cadence is then that interval; settings in
+        # milliseconds (cooldown, re-baselining) count readings in it.
         time_column = ROW_ORDER
-        ts_ms = MIN_TS_MS + 1000 * np.arange(table.num_rows, dtype=np.int64)
+        ts_ms = MIN_TS_MS + row_interval_ms * np.arange(table.num_rows, dtype=np.int64)
     else:
         ts_ms = _to_epoch_ms(table.column(time_column), time_column)
 

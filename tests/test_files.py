@@ -8,6 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from common.timestamps import MIN_TS_MS
 from stream.files import ROW_ORDER, FileFormatError, read_table
@@ -95,3 +98,67 @@ def test_reads_skab() -> None:
     t = read_table(SKAB / "valve1" / "0.csv", label_column="anomaly")
     assert len(t.signals) == 8 and "changepoint" not in t.signals
     assert len(t) == 1147 and t.labels is not None and int(t.labels.sum()) == 401
+
+
+# -- whitespace matrices (the soft-sensor data sets' .txt format) --------------------------
+
+SOFTSENSOR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "softsensor"
+
+
+@given(
+    values=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 12), st.integers(1, 6)),
+        elements=st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False),
+    ),
+    header=st.sampled_from(["names", "title", "none"]),
+    blank_first=st.booleans(),
+)
+@settings(max_examples=150, deadline=None)
+def test_whitespace_matrix_round_trips(
+    tmp_path_factory: pytest.TempPathFactory,
+    values: np.ndarray,
+    header: str,
+    blank_first: bool,
+) -> None:
+    n = values.shape[1]
+    names = [f"c{j}" for j in range(n)]
+    lines = ["   "] if blank_first else []
+    if header == "names":
+        lines.append("   " + "   ".join(names))
+    elif header == "title":
+        lines.append(f"\tScaled data ({','.join(names)})")
+    lines += ["  " + "  ".join(f"{v:.16e}" for v in row) for row in values]
+    f = tmp_path_factory.mktemp("m") / "data.txt"
+    f.write_text("\n".join(lines) + "\n")
+    t = read_table(f, row_interval_ms=60_000)
+    expected = tuple(names) if header != "none" else tuple(f"col{j + 1}" for j in range(n))
+    assert t.signals == expected
+    np.testing.assert_array_equal(t.values, values)
+    assert t.time_column == ROW_ORDER
+    assert (np.diff(t.ts_ms) == 60_000).all()
+
+
+def test_a_comma_separated_txt_is_still_a_csv(tmp_path: Path) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("a,b\n1,2\n3,4\n")
+    assert read_table(f).signals == ("a", "b")
+
+
+def test_a_ragged_whitespace_txt_is_not_taken_for_a_matrix(tmp_path: Path) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("a b\n1 2\n3\n")
+    with pytest.raises(FileFormatError):
+        read_table(f)
+
+
+@pytest.mark.skipif(
+    not (SOFTSENSOR / "SRU_data.txt").is_file(),
+    reason="soft-sensor data not present (../shared/datasets/softsensor/, see its README)",
+)
+def test_the_soft_sensor_files_read_with_their_names() -> None:
+    sru = read_table(SOFTSENSOR / "SRU_data.txt")
+    assert sru.signals == ("u1", "u2", "u3", "u4", "u5", "y1", "y2") and len(sru) == 10_081
+    deb = read_table(SOFTSENSOR / "debutanizer_data.txt")
+    assert deb.signals == ("u1", "u2", "u3", "u4", "u5", "u6", "u7", "y") and len(deb) == 2394
+    assert deb.values.min() == 0.0 and deb.values.max() == 1.0  # min-max scaled, README
