@@ -32,6 +32,7 @@ from stream.schema import encode_reading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
 from tests.kafka_helpers import (
     PLANT_SEED,
+    kafka_with_lag_stats,
     running_monitor,
     settings_for,
     trained_model,
@@ -211,12 +212,7 @@ def test_every_panel_and_rule_query_returns_data(
     settings = settings_for(
         kafka_bootstrap,
         topics,
-        kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "group_id": f"monitor-{topics['sensors']}",
-            # librdkafka statistics (the consumer lag gauge) every second.
-            "properties": {"statistics.interval.ms": "1000"},
-        },
+        kafka=kafka_with_lag_stats(kafka_bootstrap, f"monitor-{topics['sensors']}"),
     )
     metrics = Metrics.create()
     endpoint = start_http_server(metrics, "127.0.0.1", 0)
