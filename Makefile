@@ -40,7 +40,23 @@ $(PROMETHEUS): | $(STAMP)
 	  echo "Debian's prometheus package could not be fetched; the Prometheus tests will fail"; \
 	fi
 
-tools: $(PROMETHEUS)
+# kcat, a Kafka client we did not write (tests/test_foreign_clients.py reads our topics with
+# it), from Debian's kcat package with the two libraries it links that may be missing
+# (librdkafka1, libyajl2), extracted the same way; the test points LD_LIBRARY_PATH at them.
+KCAT := $(TOOLS)/kcat
+$(KCAT): | $(STAMP)
+	@if command -v kcat >/dev/null 2>&1; then ln -sf "$$(command -v kcat)" $(BIN)/kcat; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	  mkdir -p $(VENV)/tools/deb && cd $(VENV)/tools/deb && \
+	  { apt-get download kcat librdkafka1 libyajl2 >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && \
+	      apt-get download kcat librdkafka1 libyajl2 >/dev/null 2>&1; }; } && \
+	  for deb in kcat_*.deb librdkafka1_*.deb libyajl2_*.deb; do dpkg-deb -x "$$deb" .. || exit 1; done && \
+	  rm -f ./*.deb && ln -sf $(CURDIR)/$(KCAT) $(CURDIR)/$(BIN)/kcat && echo "kcat: $(KCAT)" || \
+	  echo "Debian's kcat package could not be fetched; tests/test_foreign_clients.py will fail"; \
+	fi
+
+tools: $(PROMETHEUS) $(KCAT)
 
 # ruff, mypy --strict, and import-linter's layer contracts (pyproject.toml: plantwatch on
 # top, the rooms stream/models/alerts independent, common at the bottom).
