@@ -72,7 +72,8 @@ test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m 'not integration and not slow' $(PYTEST_ARGS)
+	-@$(MAKE) --no-print-directory tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m 'not integration and not slow' $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/plantwatch demo
