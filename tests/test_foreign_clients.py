@@ -47,26 +47,12 @@ from tests.kafka_helpers import (
     wait_for,
 )
 from tests.prometheus_api import TOOLS_DIR
+from tests.test_alert_events import DESIGN_FIELDS
 
 pytestmark = pytest.mark.integration
 
 N_ASSETS = 3
 DURATION_S = 1200
-#: Fields of DESIGN's AlertEvent example: what a consumer written against it reads.
-DESIGN_FIELDS = {
-    "schema",
-    "alert_id",
-    "event",
-    "asset",
-    "severity",
-    "started_at",
-    "ended_at",
-    "detected_at",
-    "score",
-    "threshold",
-    "top_signals",
-    "model",
-}
 MALFORMED = ['{"asset": "pump-01", "ts"', "not json at all"]
 
 
@@ -157,7 +143,7 @@ def _check_design_schema(asset_key: str, value: str) -> Any:
     """The record as DESIGN documents it: our decoder accepts it, DESIGN's fields are there."""
     event = decode_event(value.encode())
     raw = json.loads(value)
-    assert raw.keys() >= DESIGN_FIELDS, sorted(DESIGN_FIELDS - raw.keys())
+    assert raw.keys() >= set(DESIGN_FIELDS), sorted(set(DESIGN_FIELDS) - raw.keys())
     assert raw["schema"] == SCHEMA and event.asset == asset_key
     assert raw["event"] in {"opened", "updated", "resolved"}
     assert raw["severity"] in {"warning", "critical"}
@@ -170,6 +156,12 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
 ) -> None:
     java = _console_client(tmp_path)
     kcat, kcat_env = _kcat()
+
+    def kcat_read(topic: str, *options: str) -> str:
+        """Every message of ``topic`` from the start, one JSON envelope a line (``-J``)."""
+        cmd = [kcat, "-b", kafka_bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-J"]
+        return _run([*cmd, "-q", *options], env=kcat_env)
+
     topics = {p: new_topic(p) for p in ("sensors", "alerts", "dlq", "state", "notices")}
     sim = _simulator()
     readings = N_ASSETS * sim.config.n_steps  # type: ignore[operator]
@@ -243,46 +235,14 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
     assert Counter(java_records) == Counter(ours)
 
     # -- kcat (librdkafka 2.0 from Debian) -------------------------------------------------
-    out = _run(
-        [
-            kcat,
-            "-b",
-            kafka_bootstrap,
-            "-C",
-            "-t",
-            topics["alerts"],
-            "-o",
-            "beginning",
-            "-e",
-            "-J",
-            "-X",
-            "isolation.level=read_committed",
-            "-q",
-        ],
-        env=kcat_env,
-    )
+    out = kcat_read(topics["alerts"], "-X", "isolation.level=read_committed")
     kcat_records = [(m["key"], m["payload"]) for m in map(json.loads, out.splitlines())]
     for key, value in kcat_records:
         _check_design_schema(key, value)
     assert Counter(kcat_records) == Counter(ours)
 
     # -- the dead letters, as kcat sees them ----------------------------------------------
-    out = _run(
-        [
-            kcat,
-            "-b",
-            kafka_bootstrap,
-            "-C",
-            "-t",
-            topics["dlq"],
-            "-o",
-            "beginning",
-            "-e",
-            "-J",
-            "-q",
-        ],
-        env=kcat_env,
-    )
+    out = kcat_read(topics["dlq"])
     dead = [json.loads(line) for line in out.splitlines()]
     print(
         f"{readings} readings + {len(MALFORMED)} malformed lines by the console producer; "
