@@ -50,6 +50,12 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 
 DEFAULT_PORT = 9108
 
+#: ``plantwatch_drift_events_total{kind}``: a drift test's kind (``score``, ``signal``), or
+#: ``anomaly`` for a change detected during an alert episode (the run loop's vocabulary).
+DRIFT_KINDS = ("score", "signal", "anomaly")
+#: ``plantwatch_windows_skipped_total{reason}``: why a ready window was not scored.
+SKIP_REASONS = ("stale", "missing")
+
 
 class MetricsSettings(Config, frozen=True, kw_only=True):
     """Where ``/metrics`` is served, and how many assets get their own series."""
@@ -207,6 +213,13 @@ class Metrics:
             metrics.commits.labels(result=result)
         for result in ("delivered", "failed"):
             metrics.deliveries.labels(result=result)
+        # Without these the drift and skipped-window panels say "No data" rather than 0 and
+        # the drift rule has nothing to compare until the first event (found by a real
+        # Prometheus in tests/test_prometheus_server.py).
+        for kind in DRIFT_KINDS:
+            metrics.drift_events.labels(kind=kind)
+        for reason in SKIP_REASONS:
+            metrics.windows_skipped.labels(reason=reason)
         return metrics
 
     # -- per-asset series, capped ----------------------------------------------------------

@@ -36,6 +36,16 @@ def settings_for(bootstrap: str, topics: dict[str, str], **sections: dict[str, A
     return load_settings(env={}, overrides=overrides)
 
 
+def kafka_with_lag_stats(bootstrap: str, group_id: str) -> dict[str, Any]:
+    """A ``kafka`` settings section with librdkafka statistics (the consumer lag gauge)
+    every second instead of every 5 s."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "properties": {"statistics.interval.ms": "1000"},
+    }
+
+
 def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) -> TrainedModel:
     """A PCA model on normal history of the same simulated plant."""
     sim = PlantSimulator(

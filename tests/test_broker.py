@@ -31,6 +31,7 @@ from stream.broker import (
     cache_dir,
     check_java,
     ensure_artifacts,
+    ensure_console_tools,
     find_java,
     find_maven,
     free_port,
@@ -40,7 +41,9 @@ from stream.broker import (
     parse_java_version,
     render_pom,
     render_server_properties,
+    tools_dir,
 )
+from stream.broker.artifacts import TOOLS_DEPENDENCIES
 from stream.broker.logs import log_excerpt
 from stream.broker.probe import metadata_round_trip
 
@@ -181,6 +184,24 @@ def test_a_half_cache_is_not_trusted(tmp_path: Path) -> None:
     (libs / "scala-library.jar").unlink()
     with pytest.raises(BrokerError, match="apt-get install maven"):
         ensure_artifacts(cache=tmp_path, env={"PATH": str(tmp_path)})
+
+
+def test_console_tools_from_complete_caches_need_no_maven(tmp_path: Path) -> None:
+    libs = _complete_cache(tmp_path, [f"kafka_2.13-{KAFKA_VERSION}.jar"])
+    tools = tools_dir(tmp_path)
+    assert tools == libs.parent / "tools"
+    tools.mkdir()
+    (tools / f"kafka-tools-{KAFKA_VERSION}.jar").write_bytes(b"PK")
+    manifest = {"kafka_version": KAFKA_VERSION, "jars": [f"kafka-tools-{KAFKA_VERSION}.jar"]}
+    (tools / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    classpath = ensure_console_tools(cache=tmp_path, env={"PATH": str(tmp_path)})
+    assert classpath.split(os.pathsep) == [str(libs / "*"), str(tools / "*")]
+
+
+def test_tools_pom_asks_for_kafka_tools_alone() -> None:
+    pom = render_pom(TOOLS_DEPENDENCIES, "kafka-tools")
+    assert f"<artifactId>kafka-tools</artifactId><version>{KAFKA_VERSION}</version>" in pom
+    assert pom.count("<dependency>") == 1
 
 
 def test_pom_asks_for_kafka_and_its_log4j2_binding() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from typing import get_args, get_type_hints
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.events import AlertEvent, ModelRef
-from alerts.metrics import Metrics, start_http_server
+from alerts.metrics import DRIFT_KINDS, SKIP_REASONS, Metrics, start_http_server
 from common.reasons import Reason
 
 DESIGN_SERIES = [
@@ -74,6 +75,20 @@ def test_counters_start_at_zero_for_known_outcomes(metrics: Metrics) -> None:
         assert value(metrics, "plantwatch_messages_total", result=reason.value) == 0.0
     assert value(metrics, "plantwatch_alerts_total", severity="critical", event="opened") == 0.0
     assert value(metrics, "plantwatch_commit_total", result="error") == 0.0
+    for kind in DRIFT_KINDS:
+        assert value(metrics, "plantwatch_drift_events_total", kind=kind) == 0.0
+    for reason in SKIP_REASONS:
+        assert value(metrics, "plantwatch_windows_skipped_total", reason=reason) == 0.0
+
+
+def test_pre_created_labels_are_the_rooms_vocabularies() -> None:
+    # alerts/ may not import stream/ or models/ (the layer contracts), so the label values
+    # are written down twice; this keeps the copies equal.
+    from models.drift import DriftEvent
+    from stream.window import Push
+
+    assert set(DRIFT_KINDS) == {*get_args(get_type_hints(DriftEvent)["kind"]), "anomaly"}
+    assert set(SKIP_REASONS) == {Push.STALE.value, Push.MISSING.value}
 
 
 def test_histogram_buckets_span_the_documented_ranges(metrics: Metrics) -> None:

@@ -21,6 +21,7 @@ from stream.simulator import PlantSimulator, SimConfig, produce
 from tests.kafka_helpers import (
     LIVE_START_MS,
     PLANT_SEED,
+    kafka_with_lag_stats,
     read_topic,
     running_monitor,
     settings_for,
@@ -87,12 +88,7 @@ def test_faults_alerted_control_quiet_metrics_complete(
     settings = settings_for(
         kafka_bootstrap,
         topics,
-        kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "group_id": f"monitor-{topics['sensors']}",
-            # librdkafka statistics (consumer lag) every second instead of every 5 s.
-            "properties": {"statistics.interval.ms": "1000"},
-        },
+        kafka=kafka_with_lag_stats(kafka_bootstrap, f"monitor-{topics['sensors']}"),
         delivery={"mode": mode, "checkpoint_interval_s": 1.0},
     )
     metrics = Metrics.create()

@@ -28,13 +28,16 @@ False
 from __future__ import annotations
 
 from stream.broker.artifacts import (
+    CONSOLE_CONSUMER,
+    CONSOLE_PRODUCER,
     ProgressFn,
     artifacts_complete,
     ensure_artifacts,
+    ensure_console_tools,
     find_maven,
     render_pom,
 )
-from stream.broker.cache import cache_dir, default_data_dir, libs_dir
+from stream.broker.cache import cache_dir, default_data_dir, libs_dir, tools_dir
 from stream.broker.cli import EPILOG, add_arguments, run
 from stream.broker.defaults import (
     COMPOSE_BOOTSTRAP,
@@ -72,6 +75,8 @@ from stream.broker.server_config import (
 
 __all__ = [
     "COMPOSE_BOOTSTRAP",
+    "CONSOLE_CONSUMER",
+    "CONSOLE_PRODUCER",
     "DEFAULT_HEAP",
     "DEFAULT_MIN_HEAP",
     "DEFAULT_PORT",
@@ -98,6 +103,7 @@ __all__ = [
     "check_java",
     "default_data_dir",
     "ensure_artifacts",
+    "ensure_console_tools",
     "find_java",
     "find_maven",
     "free_port",
@@ -111,4 +117,5 @@ __all__ = [
     "render_pom",
     "render_server_properties",
     "run",
+    "tools_dir",
 ]

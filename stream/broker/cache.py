@@ -23,6 +23,11 @@ def libs_dir(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "kafka" / KAFKA_VERSION / "libs"
 
 
+def tools_dir(cache: Path | None = None) -> Path:
+    """The folder holding ``kafka-tools`` (the console clients), beside :func:`libs_dir`."""
+    return (cache or cache_dir()) / "kafka" / KAFKA_VERSION / "tools"
+
+
 def default_data_dir(cache: Path | None = None) -> Path:
     """The data directory of ``plantwatch broker`` when ``--data-dir`` is not given."""
     return (cache or cache_dir()) / "kafka" / "broker"
