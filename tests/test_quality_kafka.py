@@ -36,8 +36,9 @@ def truth(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 2.0 * a + b
 
 
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
 def test_quality_predictions_alert_and_lab_joins_on_the_broker(
-    kafka_bootstrap: str, new_topic: TopicFactory
+    kafka_bootstrap: str, new_topic: TopicFactory, mode: str
 ) -> None:
     rng = np.random.default_rng(5)
     # History: the relation the soft sensor learns, and normal behaviour for the anomaly model.
@@ -53,6 +54,8 @@ def test_quality_predictions_alert_and_lab_joins_on_the_broker(
         kafka_bootstrap,
         topics,
         quality={"every_ms": EVERY_MS, "usl": USL, "bias_rate": 0.2},
+        # Exactly-once: predictions and quality alerts go out in each batch's transaction.
+        delivery={"checkpoint_interval_s": 1.0, "mode": mode},
     )
     metrics = Metrics.create(CollectorRegistry())
     loop = RunLoop(settings, anomaly, metrics, quality_models=[quality])
