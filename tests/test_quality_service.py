@@ -230,3 +230,70 @@ def test_quality_metrics_are_set_capped_and_removed_with_the_asset() -> None:
     metrics.remove_asset(ASSET)
     assert get("plantwatch_quality_predicted", labels) is None
     assert get("plantwatch_quality_rmse", labels) is None
+
+
+class _Msg:
+    """The parts of a confluent ``Message`` that ``decode_messages`` reads."""
+
+    def __init__(self, topic: str, offset: int, key: bytes | None, value: bytes) -> None:
+        self._topic, self._offset, self._key, self._value = topic, offset, key, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def headers(self) -> None:
+        return None
+
+
+def test_lab_messages_beside_readings_decode_or_go_to_the_dead_letter_topic() -> None:
+    from stream.lab import LabDecoder, encode_lab_result
+    from stream.schema import ReadingDecoder, encode_reading
+    from stream.source import decode_messages
+
+    good = encode_lab_result(ASSET, T0, "y", 0.25)
+    messages = [
+        _Msg("sensors", 0, ASSET.encode(), encode_reading(ASSET, T0, {"a": 1.0, "b": 2.0})),
+        _Msg("lab", 0, ASSET.encode(), good),
+        _Msg("lab", 1, b"r-2", good),  # keyed by another asset
+        _Msg("lab", 2, ASSET.encode(), b'{"asset": "r-1", "ts": 1, "target": "y"}'),
+        _Msg(
+            "lab",
+            3,
+            ASSET.encode(),
+            b'{"asset": "r-1", "ts": 1795899600000, "target": "y", "value": "x"}',
+        ),
+        _Msg("lab", 4, ASSET.encode(), b"not json"),
+    ]
+    batch = decode_messages(
+        messages,  # type: ignore[arg-type]
+        ReadingDecoder(),
+        lab_topic="lab",
+        lab_decoder=LabDecoder(),
+    )
+    assert [r.asset for r in batch.readings] == [ASSET]
+    assert batch.lab_results == [LabResult(ASSET, T0, "y", 0.25)]
+    assert [r.rejection.reason.value for r in batch.rejected] == [
+        "key_mismatch",
+        "missing_field",
+        "non_numeric_value",
+        "not_json",
+    ]
+    assert batch.next_offsets == {("sensors", 0): 1, ("lab", 0): 5}
