@@ -2,7 +2,8 @@
 
 The order of a checkpoint is fixed and written down (STYLE 7):
 
-1. every batch: dead letters and alert events are produced, then ``flush`` waits for every
+1. every batch: dead letters, alert events and quality predictions are produced (the
+   quality side is ``plantwatch/quality_service.py``), then ``flush`` waits for every
    delivery report and raises if any failed — nothing after it runs for that batch;
 2. every ``checkpoint_interval_s`` (and on shutdown or rebalance): the state of each asset
    that changed is written to the compacted state topic and flushed the same way;
