@@ -5,7 +5,8 @@ so that tests use a fresh ``CollectorRegistry`` and two monitors in one process 
 Label sets stay bounded: per-asset series exist only for the first ``max_asset_series``
 assets seen (the rest are counted in ``plantwatch_assets_unexported``), consumer lag has one
 series per assigned partition, and ``result``/``reason``/``kind`` labels take values from
-small fixed vocabularies.
+small fixed vocabularies. Quality series are per asset (under the same cap) and ``target``
+(one per quality model served).
 
 >>> from prometheus_client import CollectorRegistry, generate_latest
 >>> metrics = Metrics.create(CollectorRegistry(), max_asset_series=1)
@@ -21,7 +22,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +52,8 @@ E2E_BUCKETS_S = (
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 DEFAULT_PORT = 9108
+#: The ``result`` values of ``plantwatch_quality_lab_results_total``.
+LAB_RESULTS = ("joined", "unmatched", "duplicate", "unknown_target")
 
 #: ``plantwatch_drift_events_total{kind}``: a drift test's kind (``score``, ``signal``), or
 #: ``anomaly`` for a change detected during an alert episode (the run loop's vocabulary).
@@ -92,6 +97,16 @@ class Metrics:
     deliveries: Counter
     batch_size: Histogram
     windows_skipped: Counter
+    quality_predicted: Gauge
+    quality_lower: Gauge
+    quality_upper: Gauge
+    quality_spec_limit: Gauge
+    quality_rmse: Gauge
+    quality_mae: Gauge
+    quality_bias: Gauge
+    quality_coverage: Gauge
+    quality_predictions: Counter
+    quality_lab_results: Counter
     _state: _SeriesState = field(repr=False)
 
     @classmethod
@@ -200,8 +215,70 @@ class Metrics:
                 ["reason"],
                 registry=reg,
             ),
+            quality_predicted=Gauge(
+                "plantwatch_quality_predicted",
+                "Latest quality prediction (bias-corrected) per asset and target.",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_lower=Gauge(
+                "plantwatch_quality_lower",
+                "Lower bound of the latest prediction's conformal interval (NaN: unbounded).",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_upper=Gauge(
+                "plantwatch_quality_upper",
+                "Upper bound of the latest prediction's conformal interval (NaN: unbounded).",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_spec_limit=Gauge(
+                "plantwatch_quality_spec_limit",
+                "Spec limits of each quality target (limit: lsl or usl).",
+                ["target", "limit"],
+                registry=reg,
+            ),
+            quality_rmse=Gauge(
+                "plantwatch_quality_rmse",
+                "RMSE of the predictions against lab results, over the recent lab joins.",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_mae=Gauge(
+                "plantwatch_quality_mae",
+                "Mean absolute error against lab results, over the recent lab joins.",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_bias=Gauge(
+                "plantwatch_quality_bias",
+                "Mean of prediction minus lab value, over the recent lab joins.",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_coverage=Gauge(
+                "plantwatch_quality_coverage",
+                "Share of recent lab values inside their prediction's interval.",
+                ["asset", "target"],
+                registry=reg,
+            ),
+            quality_predictions=Counter(
+                "plantwatch_quality_predictions",
+                "Quality predictions published, by target.",
+                ["target"],
+                registry=reg,
+            ),
+            quality_lab_results=Counter(
+                "plantwatch_quality_lab_results",
+                "Lab results consumed, by result (joined, unmatched, duplicate, unknown_target).",
+                ["result"],
+                registry=reg,
+            ),
             _state=_SeriesState(),
         )
+        for result in LAB_RESULTS:
+            metrics.quality_lab_results.labels(result=result)
         # Series that exist from the start, so rate() and the alert rules see zeros rather
         # than nothing before the first event of each kind.
         for result in ("ok", *(r.value for r in Reason)):
@@ -232,19 +309,68 @@ class Metrics:
         """
         state = self._state
         with state.lock:
-            if asset not in state.exported:
-                if len(state.exported) >= self.max_asset_series:
-                    if asset not in state.unexported:
-                        state.unexported.add(asset)
-                        self.assets_unexported.set(len(state.unexported))
-                    return False
-                state.exported.add(asset)
-                if asset in state.unexported:  # a slot was freed by remove_asset
-                    state.unexported.discard(asset)
-                    self.assets_unexported.set(len(state.unexported))
+            if not self._admit(asset):
+                return False
+            state.scored.add(asset)
             self.anomaly_score.labels(asset=asset).set(score)
             self.threshold.labels(asset=asset).set(threshold)
         return True
+
+    def _admit(self, asset: str) -> bool:
+        """Whether ``asset`` has (or now gets) per-asset series under the cap (lock held)."""
+        state = self._state
+        if asset not in state.exported:
+            if len(state.exported) >= self.max_asset_series:
+                if asset not in state.unexported:
+                    state.unexported.add(asset)
+                    self.assets_unexported.set(len(state.unexported))
+                return False
+            state.exported.add(asset)
+            if asset in state.unexported:  # a slot was freed by remove_asset
+                state.unexported.discard(asset)
+                self.assets_unexported.set(len(state.unexported))
+        return True
+
+    def set_quality(
+        self, asset: str, target: str, predicted: float, lower: float, upper: float
+    ) -> bool:
+        """Set the asset's latest prediction and interval of ``target`` (an infinite bound,
+        an interval that cannot promise its coverage yet, as NaN); ``False`` over the cap."""
+        with self._state.lock:
+            if not self._admit(asset):
+                return False
+            self._state.quality.setdefault(asset, set()).add(target)
+            self.quality_predicted.labels(asset=asset, target=target).set(predicted)
+            for gauge, bound in ((self.quality_lower, lower), (self.quality_upper, upper)):
+                gauge.labels(asset=asset, target=target).set(
+                    bound if math.isfinite(bound) else math.nan
+                )
+        return True
+
+    def set_quality_errors(
+        self, asset: str, target: str, *, rmse: float, mae: float, bias: float, coverage: float
+    ) -> bool:
+        """Set the rolling lab-join metrics of the asset's ``target``; ``False`` over the cap."""
+        with self._state.lock:
+            if not self._admit(asset):
+                return False
+            self._state.quality.setdefault(asset, set()).add(target)
+            self._state.quality_errors.setdefault(asset, set()).add(target)
+            self.quality_rmse.labels(asset=asset, target=target).set(rmse)
+            self.quality_mae.labels(asset=asset, target=target).set(mae)
+            self.quality_bias.labels(asset=asset, target=target).set(bias)
+            self.quality_coverage.labels(asset=asset, target=target).set(coverage)
+        return True
+
+    def set_spec_limits(self, target: str, lsl: float | None, usl: float | None) -> None:
+        """Export a target's spec limits (a side without a limit has no series)."""
+        with self._state.lock:
+            for name, value in (("lsl", lsl), ("usl", usl)):
+                if value is None:
+                    with contextlib.suppress(KeyError):  # never set: nothing to remove
+                        self.quality_spec_limit.remove(target, name)
+                else:
+                    self.quality_spec_limit.labels(target=target, limit=name).set(value)
 
     def remove_asset(self, asset: str) -> None:
         """Drop an asset's series (it moved to another process); frees its slot under the cap."""
@@ -252,8 +378,18 @@ class Metrics:
         with state.lock:
             if asset in state.exported:
                 state.exported.discard(asset)
-                self.anomaly_score.remove(asset)
-                self.threshold.remove(asset)
+                if asset in state.scored:
+                    state.scored.discard(asset)
+                    self.anomaly_score.remove(asset)
+                    self.threshold.remove(asset)
+                quality = (self.quality_predicted, self.quality_lower, self.quality_upper)
+                for target in state.quality.pop(asset, set()):
+                    for gauge in quality:
+                        gauge.remove(asset, target)
+                errors = (self.quality_rmse, self.quality_mae, self.quality_bias)
+                for target in state.quality_errors.pop(asset, set()):
+                    for gauge in (*errors, self.quality_coverage):
+                        gauge.remove(asset, target)
             elif asset in state.unexported:
                 state.unexported.discard(asset)
                 self.assets_unexported.set(len(state.unexported))
@@ -328,6 +464,11 @@ class _SeriesState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     exported: set[str] = field(default_factory=set)
     unexported: set[str] = field(default_factory=set)
+    #: Exported assets with score/threshold series (a quality-only asset has none).
+    scored: set[str] = field(default_factory=set)
+    #: Targets with prediction series, and with lab-join series, per exported asset.
+    quality: dict[str, set[str]] = field(default_factory=dict)
+    quality_errors: dict[str, set[str]] = field(default_factory=dict)
     lag_partitions: set[str] = field(default_factory=set)
 
 

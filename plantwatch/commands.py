@@ -54,6 +54,14 @@ RUN_EPILOG = """\
 examples:
   plantwatch run --model models/pump
   PLANTWATCH_METRICS__PORT=9200 plantwatch run --model models/pump --config plant.toml
+  plantwatch run --model models/sru --quality-model models/so2 --set quality.usl=0.3
+
+--quality-model DIR (repeatable; or quality.models in the config) serves a quality model
+(trained with --task quality) beside the anomaly model on the same readings: one prediction
+per asset every quality.every_ms of reading time to topics.quality, a quality alert when a
+prediction leaves the spec limits (quality.lsl/usl, or quality.limits per target), and lab
+results from topics.lab joined to their predictions (rolling RMSE, bias, coverage; the bias
+correction and the interval learn from them).
 
 Stops cleanly on Ctrl-C or SIGTERM: the current batch is finished, alerts and state are
 flushed, offsets committed. Metrics: http://127.0.0.1:9108/metrics by default.
@@ -365,6 +373,12 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = RUN_EPILOG
     p.add_argument("--model", metavar="DIR", help="model artifact to serve (or model.path)")
+    p.add_argument(
+        "--quality-model",
+        metavar="QDIR",
+        action="append",
+        help="quality model to serve beside it (repeatable; replaces quality.models)",
+    )
     p.add_argument("--group-id", help="consumer group (default plantwatch)")
     p.add_argument("--metrics-host", help="bind address of /metrics (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="port of /metrics (default 9108)")
@@ -381,6 +395,8 @@ def _with_run_overrides(args: argparse.Namespace, settings: Settings) -> Setting
         changes.setdefault("metrics", {})["port"] = args.metrics_port
     if args.model:
         changes["model"] = {"path": args.model}
+    if getattr(args, "quality_model", None):
+        changes["quality"] = {"models": list(args.quality_model)}
     return with_overrides(settings, changes) if changes else settings
 
 
@@ -397,6 +413,24 @@ def load_model(path: str | None) -> Any:
     return TrainedModel.load(path)
 
 
+def load_quality_model(path: str) -> Any:
+    from models.artifact import ArtifactError, model_schema
+    from models.quality.artifact import SCHEMA as QUALITY_SCHEMA
+    from models.quality.artifact import QualityModel
+
+    if not Path(path).is_dir():
+        raise SystemExit(f"plantwatch: quality model directory {path} does not exist")
+    if model_schema(path) != QUALITY_SCHEMA:
+        raise SystemExit(
+            f"plantwatch: {path} is not a quality model; train one with `plantwatch train "
+            "--task quality --target COLUMN` (an anomaly model goes to --model)"
+        )
+    try:
+        return QualityModel.load(path)
+    except ArtifactError as exc:
+        raise SystemExit(f"plantwatch: {exc}") from exc
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import torch
     from prometheus_client import REGISTRY
@@ -408,12 +442,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.model.torch_threads:
         torch.set_num_threads(settings.model.torch_threads)
     model = load_model(settings.model.path)
+    quality_models = [load_quality_model(path) for path in settings.quality.models]
     # The default registry also carries the process and GC collectors an SRE expects.
     metrics = Metrics.create(REGISTRY, max_asset_series=settings.metrics.max_asset_series)
     server = None
     if settings.metrics.enabled:
         server = start_http_server(metrics, settings.metrics.host, settings.metrics.port)
-    loop = RunLoop(settings, model, metrics)
+    loop = RunLoop(settings, model, metrics, quality_models=quality_models)
     loop.install_signal_handlers()
     try:
         loop.run()

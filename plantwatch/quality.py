@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from models.quality.artifact import QualityModel
 from models.quality.metrics import regression_metrics
+from models.quality.online import OnlineCorrection
 from models.quality.training import fit_quality
 from plantwatch.settings import Settings
 from stream.files import Table
@@ -220,20 +221,23 @@ def backtest_quality(
             own = [(s, e) for s, e in segments if first <= s < last]
             samples, arrivals = lab_schedule(target, own, lab_every, lab_delay)
             order = np.argsort(arrivals, kind="stable")
-            asset_conformal = model.conformal(cfg.calibration_window)
-            current = 0.0
+            # The one online update the live service steps too (models.quality.online).
+            correction = OnlineCorrection(
+                model.conformal(cfg.calibration_window),
+                bias_rate=cfg.bias_rate,
+                coverage=cfg.coverage,
+            )
             pairs = zip(samples[order].tolist(), arrivals[order].tolist(), strict=True)
             for sample, arrival in pairs:
                 if not np.isfinite(raw[sample]):
                     continue
-                # The prediction operators saw for the sample: the model's plus the bias
-                # known then; its error is what the interval must cover.
-                asset_conformal.update([target[sample] - (raw[sample] + bias[sample])])
-                current += cfg.bias_rate * (target[sample] - raw[sample] - current)
+                # Judged against the prediction operators saw for the sample: the model's
+                # plus the bias known then.
+                correction.learn(float(target[sample]), float(raw[sample]), float(bias[sample]))
                 # From the arrival on (the arrival row included: the value is known when
                 # that row is predicted), the asset's predictions carry the new state.
-                bias[arrival:last] = current
-                radius[arrival:last] = asset_conformal.radius(cfg.coverage)
+                bias[arrival:last] = correction.bias
+                radius[arrival:last] = correction.radius
                 lab_rows += 1
         predicted = raw + bias
     return QualityResult(

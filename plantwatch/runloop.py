@@ -2,7 +2,8 @@
 
 The order of a checkpoint is fixed and written down (STYLE 7):
 
-1. every batch: dead letters and alert events are produced, then ``flush`` waits for every
+1. every batch: dead letters, alert events and quality predictions are produced (the
+   quality side is ``plantwatch/quality_service.py``), then ``flush`` waits for every
    delivery report and raises if any failed — nothing after it runs for that batch;
 2. every ``checkpoint_interval_s`` (and on shutdown or rebalance): the state of each asset
    that changed is written to the compacted state topic and flushed the same way;
@@ -30,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -38,10 +39,18 @@ from confluent_kafka import TopicPartition
 
 from alerts.metrics import Metrics
 from alerts.notices import NOTICE_SCHEMA, Notice, encode_notice
+from alerts.predictions import PREDICTION_SCHEMA, encode_prediction
 from alerts.publisher import AlertPublisher, DeliveryError
 from common.timestamps import format_ts
 from models.artifact import TrainedModel
+from models.quality.artifact import QualityModel
 from plantwatch.monitor import Monitor, Outcome
+from plantwatch.quality_service import (
+    QualityService,
+    check_copartitioned,
+    export_spec_limits,
+    observe_quality,
+)
 from plantwatch.settings import Settings
 from stream.schema import ReadingDecoder
 from stream.source import Batch, SensorSource, route_rejected
@@ -63,6 +72,9 @@ class LoopStats:
     checkpoints: int = 0
     #: Times the group took the partitions away without a revocation (a stall).
     partitions_lost: int = 0
+    #: Quality predictions published, and lab results joined to one.
+    predictions: int = 0
+    lab_joins: int = 0
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -76,6 +88,7 @@ class RunLoop:
         metrics: Metrics,
         *,
         on_batch: Callable[[Outcome, LoopStats], None] | None = None,
+        quality_models: Sequence[QualityModel] = (),
     ) -> None:
         self.settings = settings
         self.model = model
@@ -83,6 +96,10 @@ class RunLoop:
         self.on_batch = on_batch
         self.stats = LoopStats()
         self.monitor = Monitor.from_settings(model, settings)
+        #: Quality models served beside the anomaly model (plantwatch/quality_service.py).
+        self.quality = (
+            QualityService.from_settings(quality_models, settings) if quality_models else None
+        )
         self._stop = threading.Event()
         self._dirty: set[str] = set()
         self._uncommitted = Batch()
@@ -118,6 +135,7 @@ class RunLoop:
                 s.topics.dlq: {},
                 s.topics.notices: {},
                 s.topics.state: STATE_TOPIC_CONFIG,
+                **({s.topics.quality: {}, s.topics.lab: {}} if self.quality else {}),
             },
         )
         self.metrics.set_model(self.monitor.model.name, self.monitor.model.version)
@@ -128,14 +146,24 @@ class RunLoop:
         )
         if self.exactly_once:
             self._publisher.init_transactions(s.delivery.flush_timeout_s)
+        signals = list(self.model.signals)
+        if self.quality is not None:
+            # The quality models' inputs are readings too (the anomaly model ignores them).
+            signals += [x for x in self.quality.signals if x not in signals]
+            export_spec_limits(self.metrics, self.quality)
+            check_copartitioned(s.kafka.client_config(), s.topics.sensors, s.topics.lab)
         decoder = ReadingDecoder(
-            allowed_signals=self.model.signals, max_message_bytes=s.consumer.max_message_bytes
+            allowed_signals=signals, max_message_bytes=s.consumer.max_message_bytes
         )
         self._source = SensorSource(
             s.kafka,
             s.consumer,
-            [s.topics.sensors],
+            # Lab results by the same consumer: co-partitioned by asset, so each arrives at
+            # the process holding its asset's predictions, and its offset commits with the
+            # readings' (in the same transaction in exactly-once mode).
+            [s.topics.sensors, *([s.topics.lab] if self.quality else [])],
             decoder,
+            lab_topic=s.topics.lab if self.quality else None,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -206,6 +234,7 @@ class RunLoop:
             _log_not_restored(outcome)
             self._publisher.publish(outcome.events)
             self._publish_notices(outcome)
+            self._serve_quality(batch)
             self._flush()
             self._note_swap(outcome)
             self._observe(batch, outcome)
@@ -232,6 +261,7 @@ class RunLoop:
             _log_not_restored(outcome)
             publisher.publish(outcome.events)
             self._publish_notices(outcome)
+            self._serve_quality(batch)
             for asset in sorted({r.asset for r in batch.readings}):
                 snap = self.monitor.snapshot_asset(asset)
                 if snap is not None:
@@ -303,6 +333,26 @@ class RunLoop:
             if notice.notice == "rebaselined":
                 log.warning("%s re-baselined at %s: %s", notice.asset, notice.at, notice.detail)
 
+    def _serve_quality(self, batch: Batch) -> None:
+        """Quality predictions ─► the quality topic, quality alerts ─► the alert topic."""
+        if self.quality is None or self._publisher is None:
+            return
+        q = self.quality.process(
+            batch.readings, batch.lab_results, self.monitor.policy, now_ms=_now_ms()
+        )
+        self._publisher.publish(q.events)
+        for p in q.predictions:
+            self._publisher.produce(
+                self.settings.topics.quality,
+                p.asset.encode(),
+                encode_prediction(p),
+                [("schema", PREDICTION_SCHEMA.encode())],
+            )
+        observe_quality(self.metrics, q)
+        self.stats.events += len(q.events)
+        self.stats.predictions += len(q.predictions)
+        self.stats.lab_joins += len(q.joins)
+
     def _note_swap(self, outcome: Outcome) -> None:
         swap = outcome.swap
         if swap is None:
@@ -345,6 +395,8 @@ class RunLoop:
         # snapshot), so what is evicted is always checkpointed first.
         for asset in self.monitor.evict_idle():
             self.metrics.remove_asset(asset)
+            if self.quality is not None:
+                self.quality.forget([asset])
         if self.exactly_once:
             # Every transaction already wrote its assets' state and offsets.
             self._last_checkpoint_s = time.monotonic()
@@ -387,6 +439,7 @@ class RunLoop:
         else:
             log.info("partitions revoked %s: checkpointing", revoked)
             self.checkpoint()
+        self._forget_quality()
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()
@@ -410,9 +463,16 @@ class RunLoop:
         )
         self._dirty.clear()
         self._uncommitted = Batch()
+        self._forget_quality()
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()
+
+    def _forget_quality(self) -> None:
+        if self.quality is not None:
+            for asset in self.quality.assets:
+                self.metrics.remove_asset(asset)
+            self.quality.forget_all()
 
     # -- metrics --------------------------------------------------------------------------
 

@@ -109,6 +109,11 @@ class TopicSettings(Config, frozen=True, kw_only=True):
     #: Compacted changelog of per-asset state (windows, thresholds, alert state).
     state: str = "plantwatch.state"
     labels: str = "plantwatch.labels"
+    #: Quality (soft-sensor) predictions, keyed by asset (``plantwatch.quality/v1``).
+    quality: str = "plantwatch.quality"
+    #: Lab results (asset, ts, target, value), keyed by asset: consumed beside the
+    #: readings when quality models are served, joined to the predictions.
+    lab: str = "plantwatch.lab"
 
 
 class ConsumerSettings(Config, frozen=True, kw_only=True):

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
@@ -38,6 +38,7 @@ from confluent_kafka import (
 from common.reasons import Reason
 from common.timestamps import format_ts
 from stream.config import ConsumerSettings, KafkaSettings
+from stream.lab import LabDecoder, LabResult
 from stream.schema import ReadingDecoder, Rejection, SensorReading
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ DLQ_TIMESTAMP = "plantwatch.source.timestamp"
 Headers = list[tuple[str, bytes]]
 #: produce(topic, key, value, headers): the delivery-checked producer of the run loop.
 ProduceFn = Callable[[str, bytes | None, bytes | None, Headers], None]
+#: A decoded message the record checks apply to (a reading or a lab result).
+_Record = TypeVar("_Record", SensorReading, LabResult)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class Batch:
     #: Partition of each reading (parallel to ``readings``), for per-asset ownership.
     partitions: list[int] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    #: Lab results (from the lab topic, when it is consumed beside the readings).
+    lab_results: list[LabResult] = field(default_factory=list)
     #: Next offset to consume per (topic, partition): what a commit stores.
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
@@ -105,12 +110,16 @@ def decode_messages(
     *,
     now_ms: int | None = None,
     max_future_ms: int | None = None,
+    lab_topic: str | None = None,
+    lab_decoder: LabDecoder | None = None,
 ) -> Batch:
     """Pure part of the ingest: classify every message of a consumed batch.
 
     ``now_ms`` is the consumer's clock when the batch arrived; with ``max_future_ms`` a
     reading stamped further ahead than that (of ``now_ms`` or of the broker's append time,
     whichever is later) is rejected as ``future_timestamp``. Either ``None``: no such check.
+    Messages of ``lab_topic`` are lab results, decoded by ``lab_decoder`` (the same key and
+    future-time checks; a bad one is rejected like a bad reading).
     """
     batch = Batch()
     for msg in messages:
@@ -128,10 +137,18 @@ def decode_messages(
         batch.messages += 1
         batch.next_offsets[(topic, partition)] = offset + 1
         value = msg.value()
-        decoded: SensorReading | Rejection = decoder.decode(value)
-        if isinstance(decoded, SensorReading):
-            decoded = _check_record(decoded, msg, now_ms, max_future_ms)
-        if isinstance(decoded, SensorReading):
+        decoded: SensorReading | LabResult | Rejection
+        if lab_topic is not None and topic == lab_topic:
+            decoded = (lab_decoder or LabDecoder()).decode(value)
+            if isinstance(decoded, LabResult):
+                decoded = _check_record(decoded, msg, now_ms, max_future_ms)
+        else:
+            decoded = decoder.decode(value)
+            if isinstance(decoded, SensorReading):
+                decoded = _check_record(decoded, msg, now_ms, max_future_ms)
+        if isinstance(decoded, LabResult):
+            batch.lab_results.append(decoded)
+        elif isinstance(decoded, SensorReading):
             batch.readings.append(decoded)
             batch.partitions.append(partition)
         else:
@@ -152,8 +169,8 @@ def decode_messages(
 
 
 def _check_record(
-    reading: SensorReading, msg: Message, now_ms: int | None, max_future_ms: int | None
-) -> SensorReading | Rejection:
+    reading: _Record, msg: Message, now_ms: int | None, max_future_ms: int | None
+) -> _Record | Rejection:
     """The checks that need the record: its key is the asset; its time is not far ahead."""
     key = msg.key()
     if key is None:
@@ -215,9 +232,13 @@ class SensorSource:
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         on_lost: Callable[[list[TopicPartition]], None] | None = None,
         stats_cb: Callable[[str], None] | None = None,
+        lab_topic: str | None = None,
     ) -> None:
         self.consumer_settings = consumer
         self.decoder = decoder
+        #: Lab results are read from this topic (one of ``topics``) by the same consumer.
+        self.lab_topic = lab_topic
+        self._lab_decoder = LabDecoder(max_message_bytes=consumer.max_message_bytes)
         conf: dict[str, Any] = dict(kafka.consumer_config())
         # Set, not defaulted: kafka.properties may not name these (stream.config's
         # MANAGED_PROPERTIES, refused on loading), and the delivery guarantees rest on them.
@@ -255,6 +276,8 @@ class SensorSource:
             self.decoder,
             now_ms=int(time.time() * 1000),
             max_future_ms=cfg.max_future_ms,
+            lab_topic=self.lab_topic,
+            lab_decoder=self._lab_decoder,
         )
 
     def commit(self, batch: Batch) -> None:

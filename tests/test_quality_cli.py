@@ -191,3 +191,26 @@ def test_sru_protocol_ridge_reaches_the_measured_figure(tmp_path: Path) -> None:
     assert ridge["test"]["r2"] > 0.79 and ridge["test"]["rmse"] < 0.026
     assert 0.8 < ridge["test"]["coverage"] < 0.95
 
+
+
+def test_run_takes_quality_models_as_flags_over_the_setting_and_refuses_other_models(
+    tmp_path: Path,
+) -> None:
+    from plantwatch.cli import build_parser
+    from plantwatch.commands import _with_run_overrides, load_quality_model
+
+    args = build_parser().parse_args(
+        ["run", "--model", "m", "--quality-model", "q1", "--quality-model", "q2"]
+    )
+    settings = _with_run_overrides(args, load_settings(env={}, sets=['quality.models=["x"]']))
+    assert settings.quality.models == ("q1", "q2")
+    with pytest.raises(SystemExit, match="does not exist"):
+        load_quality_model(str(tmp_path / "missing"))
+    (tmp_path / "anomaly").mkdir()
+    (tmp_path / "anomaly" / "model.json").write_text('{"schema": "plantwatch.model/v1"}')
+    with pytest.raises(SystemExit, match="not a quality model"):
+        load_quality_model(str(tmp_path / "anomaly"))
+    data = plant_file(tmp_path / "plant.txt")
+    main(["train", "--task", "quality", "--target", "y", "--inputs", "u1,u2", "--input",
+          str(data), "--predictor", "ridge", "--model", str(tmp_path / "q")])  # fmt: skip
+    assert load_quality_model(str(tmp_path / "q")).target == "y"

@@ -51,6 +51,10 @@ class Decision:
     kind: AlertKind = "anomaly"
     rule: str | None = None
     signal: str | None = None
+    #: Why this decision is anomalous, in words, when the kind says it better than the
+    #: generic "at score, over its limit" (a quality prediction below its lower limit):
+    #: the reason of the ``opened`` event it causes.
+    why: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.asset:

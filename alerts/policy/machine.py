@@ -71,6 +71,8 @@ def _advance(
         reason = (
             f"{_subject(decision)} at {decision.score:.4g}, over its limit {decision.threshold:.4g}"
         )
+        if decision.why:
+            reason = f"{_subject(decision)}: {decision.why}"
         if len(anomalous) > 1:
             reason += f" ({len(anomalous)} flagged {_unit(decision.kind)})"
     machine.phase = "open"
@@ -218,7 +220,7 @@ def _subject(decision: Decision) -> str:
 
 
 def _unit(kind: AlertKind) -> str:
-    return "readings" if kind == "sensor" else "windows"
+    return {"sensor": "readings", "quality": "predictions"}.get(kind, "windows")
 
 
 def _ratio(score: float, threshold: float) -> float | None:

@@ -145,6 +145,31 @@ class QualityModel:
         )
         return Prediction(predicted, predicted - radius, predicted + radius)
 
+    def predict_histories(self, histories: npt.ArrayLike) -> F64:
+        """One prediction per history: ``histories`` (B, history, signals) in raw units,
+        oldest row first, each ending at the row predicted; NaN where a row is missing.
+
+        The streaming form of :meth:`predict`: every due prediction of a batch, across
+        assets, in one predictor call (the same numbers as :meth:`predict` on the rows).
+        """
+        h = np.asarray(histories, dtype=np.float64)
+        if h.ndim != 3 or h.shape[1] != self.history or h.shape[2] != len(self.signals):
+            raise ValueError(
+                f"histories must be (B, {self.history}, {len(self.signals)}), got {h.shape}"
+            )
+        out = np.full(h.shape[0], np.nan)
+        complete = np.isfinite(h).all(axis=(1, 2))
+        if not complete.any():
+            return out
+        kept = h[complete]
+        x = self.normalizer.transform(kept.reshape(-1, h.shape[2]))
+        ends = (np.arange(kept.shape[0], dtype=np.int64) + 1) * self.history - 1
+        out[complete] = (
+            self.predictor.predict(x, ends).astype(np.float64) * self.target_scale
+            + self.target_mean
+        )
+        return out
+
     def _check(self) -> None:
         n = len(self.signals)
         if n == 0 or len(set(self.signals)) != n or not all(self.signals):
