@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from confluent_kafka import Consumer
 
 from alerts.metrics import Metrics
 from models.artifact import TrainedModel
+from models.quality.artifact import QualityModel
 from models.training import train_model
 from plantwatch.runloop import RunLoop
 from plantwatch.settings import Settings, load_settings
@@ -85,10 +86,13 @@ def start_loop(loop: RunLoop) -> tuple[threading.Thread, list[BaseException]]:
 
 @contextmanager
 def running_monitor(
-    settings: Settings, model: TrainedModel, metrics: Metrics | None = None
+    settings: Settings,
+    model: TrainedModel,
+    metrics: Metrics | None = None,
+    quality_models: Sequence[QualityModel] = (),
 ) -> Iterator[RunLoop]:
     """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
-    loop = RunLoop(settings, model, metrics or Metrics.create())
+    loop = RunLoop(settings, model, metrics or Metrics.create(), quality_models=quality_models)
     thread, errors = start_loop(loop)
     try:
         yield loop

@@ -27,7 +27,10 @@ import yaml
 from confluent_kafka import Producer
 
 from alerts.metrics import Metrics, start_http_server
+from models.quality.artifact import QualityModel
+from models.quality.training import fit_quality
 from stream.broker import free_port
+from stream.lab import encode_lab_result
 from stream.schema import encode_reading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
 from tests.kafka_helpers import (
@@ -57,6 +60,10 @@ BACKLOG_S = 300
 LIVE_S = 120
 #: The asset whose live readings turn faulty once Prometheus is scraping (not the control).
 FAULTY = "pump-01"
+#: The soft sensor served beside the anomaly model, and a limit it never reaches.
+QUALITY_TARGET = "temp"
+QUALITY_INPUTS = ("pressure", "flow", "current")
+QUALITY_USL = 1e6
 #: Seconds to wait for every expression to have data (a fault opens an alert in ~5 s).
 DATA_WAIT_S = 60.0
 
@@ -160,6 +167,33 @@ class LivePlant:
     def backlog_readings(self) -> int:
         return self.backlog_steps * N_ASSETS
 
+    def quality_model(self) -> QualityModel:
+        """A soft sensor of the motor temperature from the hydraulics, fitted on the backlog."""
+        x = self.values[: self.backlog_steps].transpose(1, 0, 2)  # (assets, steps, signals)
+        rows = x.reshape(-1, x.shape[2])
+        per = self.backlog_steps
+        segments = [(a * per, (a + 1) * per) for a in range(N_ASSETS)]
+        inputs = [SIGNALS.index(s) for s in QUALITY_INPUTS]
+        return fit_quality(
+            rows[:, inputs], rows[:, SIGNALS.index(QUALITY_TARGET)], QUALITY_INPUTS,
+            QUALITY_TARGET, segments, kind="ridge",
+            metadata={"cadence": {"interval_ms": 1000.0}},
+        )  # fmt: skip
+
+    def send_lab(self, topic: str) -> int:
+        """The measured temperature of a few backlog samples per asset, as lab results."""
+        sent = 0
+        temp = SIGNALS.index(QUALITY_TARGET)
+        for step in range(60, self.backlog_steps, 60):
+            for a, asset in enumerate(self.sim.assets):
+                value = float(self.values[step, a, temp])
+                record = encode_lab_result(asset, int(self.ts_ms[step, a]), QUALITY_TARGET, value)
+                self.producer.produce(topic, record, key=asset.encode())
+                sent += 1
+        if self.producer.flush(30) != 0:
+            raise AssertionError("the lab results were not delivered within 30 s")
+        return sent
+
     def send_backlog(self) -> None:
         for step in range(self.backlog_steps):
             self._send(step, faulty=False)
@@ -202,17 +236,21 @@ def test_every_panel_and_rule_query_returns_data(
     kafka_bootstrap: str, new_topic: Any, tmp_path: Path
 ) -> None:
     binary = prometheus_tool("prometheus")
-    topics = {p: new_topic(p) for p in ("sensors", "alerts", "dlq", "state", "notices")}
+    names = ("sensors", "alerts", "dlq", "state", "notices", "quality", "lab")
+    topics = {p: new_topic(p) for p in names}
     live_start_ms = (int(time.time()) + 2) * 1000
     plant = LivePlant(kafka_bootstrap, topics["sensors"], live_start_ms)
     assert FAULTY in plant.sim.assets and plant.sim.assets[-1] != FAULTY
     plant.send_backlog()
 
     model = trained_model(N_ASSETS, hours=6.0)
+    quality = plant.quality_model()
     settings = settings_for(
         kafka_bootstrap,
         topics,
         kafka=kafka_with_lag_stats(kafka_bootstrap, f"monitor-{topics['sensors']}"),
+        # A soft sensor beside the anomaly model, so the quality panel has its series.
+        quality={"every_ms": 5_000, "usl": QUALITY_USL},
     )
     metrics = Metrics.create()
     endpoint = start_http_server(metrics, "127.0.0.1", 0)
@@ -222,11 +260,14 @@ def test_every_panel_and_rule_query_returns_data(
     )
     report: list[str] = []
     try:
-        with running_monitor(settings, model, metrics) as loop:
+        with running_monitor(settings, model, metrics, [quality]) as loop:
             plant.start_live()
             wait_for(
                 lambda: loop.stats.readings >= plant.backlog_readings, 60, "the backlog consumed"
             )
+            # Lab results for samples of the backlog: the join's RMSE and bias get series.
+            sent = plant.send_lab(topics["lab"])
+            wait_for(lambda: loop.stats.lab_joins >= sent, 60, "the lab results joined")
             # Started after the backlog is consumed: its minutes-old readings are in the
             # first scrape already, so no rate() counts them as live latency.
             with PrometheusServer(binary, config, tmp_path, free_port()) as prom:
