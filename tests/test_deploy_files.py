@@ -43,6 +43,7 @@ REQUIRED_ALERTS = {
     "PlantwatchCriticalAlert",
     "PlantwatchConsumerLagGrowing",
     "PlantwatchDrift",
+    "PlantwatchQualityOutOfSpec",
 }
 #: Labels Prometheus adds to every scraped series, and the histogram bucket label.
 TARGET_LABELS = {"job", "instance"}
@@ -346,6 +347,21 @@ RULE_CASES: list[dict[str, Any]] = [
         "quiet_at": "3m",
         "firing_at": "5m",
         "labels": {**M, "severity": "critical"},
+    },
+    {
+        # pump-1's prediction climbs over the USL of 0.3 after 4 minutes; pump-2 stays in.
+        # A target's lower limit alone (no USL series) never fires on the upper side.
+        "name": "PlantwatchQualityOutOfSpec",
+        "series": {
+            sel("plantwatch_quality_predicted", asset="pump-1", target="y"): "0.2x3 0.4x30",
+            sel("plantwatch_quality_predicted", asset="pump-2", target="y"): "0.2x33",
+            sel("plantwatch_quality_spec_limit", target="y", limit="usl"): "0.3x33",
+            sel("plantwatch_quality_predicted", asset="pump-1", target="z"): "9x33",
+            sel("plantwatch_quality_spec_limit", target="z", limit="lsl"): "1x33",
+        },
+        "quiet_at": "4m",
+        "firing_at": "7m",
+        "labels": {**M, "asset": "pump-1", "target": "y", "severity": "warning"},
     },
     {
         # A change during an alert episode (kind "anomaly") is the alert's business.

@@ -100,6 +100,12 @@ QUIET: dict[str, tuple[str, str, Callable[[float], bool]]] = {
         'sum by (job, instance) (increase(plantwatch_deliveries_total{result="failed"}[5m]))',
         lambda v: v == 0,
     ),
+    "PlantwatchQualityOutOfSpec": (
+        "the soft sensor's upper spec limit is far above any temperature the plant reaches",
+        "max by (job, instance, target) (plantwatch_quality_predicted) - on (job, instance, "
+        'target) max by (job, instance, target) (plantwatch_quality_spec_limit{limit="usl"})',
+        lambda v: v < 0,
+    ),
     "PlantwatchDrift": (
         "a minute of live data is too short for a Page-Hinkley drift outside the alert",
         "sum by (job, instance, kind) "
