@@ -123,6 +123,7 @@ def load_states(
     *,
     partitions: Collection[int] | None = None,
     timeout_s: float = 30.0,
+    decide_timeout_s: float = 90.0,
 ) -> dict[str, dict[str, Any]]:
     """Read the state topic from the start to its current end: newest snapshot per asset.
 
@@ -139,6 +140,16 @@ def load_states(
     record never ended (it made every exactly-once restart crash). The deadline is on
     progress, so it scales with the amount to read: ``timeout_s`` without a record or an
     end-of-partition fails, however long a large state topic takes in all.
+
+    The end is the partition's high watermark when the read starts, and a
+    ``read_committed`` reader reaches it only once every transaction before it is decided.
+    A producer's commit returns when the coordinator has decided, before the markers are
+    written: stopping at the last stable offset then would restore state one transaction
+    older than the offsets the group fetches (stable ones, which include it). So a reader
+    short of the end waits: for markers a few milliseconds, for the transaction of a
+    producer that died until the broker aborts it (``transaction.timeout.ms``, 60 s by
+    default; the group's offset fetch waits for the same). ``decide_timeout_s`` without
+    progress while waiting fails, naming the undecided offsets.
     """
     conf = {k: v for k, v in consumer_config.items() if k != "group.id"}
     conf.update(
@@ -150,6 +161,9 @@ def load_states(
         }
     )
     consumer = Consumer(conf)
+    # A read_committed consumer's watermark query answers the last stable offset; the end
+    # to reach is the high watermark, which a read_uncommitted one answers.
+    probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
     states: dict[str, dict[str, Any]] = {}
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -157,36 +171,39 @@ def load_states(
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             return states
         assign: list[TopicPartition] = []
+        end: dict[int, int] = {}
         for p in sorted(tmeta.partitions):
             if partitions is not None and p not in partitions:
                 continue
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
                 assign.append(TopicPartition(topic, p, low))
+                end[p] = high
         if not assign:
             return states
         consumer.assign(assign)
-        deadline = time.monotonic() + timeout_s
+        progress_s = time.monotonic()
         done: set[int] = set()
+        #: Partitions whose reader stopped short of the end: offset where it stopped.
+        undecided: dict[int, int] = {}
         newest: dict[str, tuple[int, int]] = {}
         while len(done) < len(assign):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"reading state topic {topic}: nothing new for {timeout_s:g} s with "
-                    f"{len(assign) - len(done)} of {len(assign)} partitions still unread; "
-                    "is the broker reachable?"
-                )
+            unread = len(assign) - len(done)
+            _check_deadline(topic, progress_s, timeout_s, decide_timeout_s, undecided, end, unread)
             for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                deadline = time.monotonic() + timeout_s
+                progress_s = time.monotonic()
                 err = msg.error()
                 part = msg.partition()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        # Nothing more to read: past every record and marker (a
-                        # read_committed consumer stops at the last stable offset: records
-                        # of a transaction still open are not state to restore).
-                        if part is not None:
+                    if err.code() == KafkaError._PARTITION_EOF and part is not None:
+                        # At the end, past every record and marker, or short of it at the
+                        # last stable offset (a transaction not decided yet).
+                        stopped = msg.offset()
+                        if stopped is None or stopped >= end[part]:
                             done.add(part)
+                            undecided.pop(part, None)
+                        else:
+                            undecided[part] = stopped
                         continue
                     if err.fatal():
                         raise KafkaException(err)
@@ -194,7 +211,34 @@ def load_states(
                 _keep_record(states, newest, msg)
     finally:
         consumer.close()
+        probe.close()
     return states
+
+
+def _check_deadline(
+    topic: str,
+    progress_s: float,
+    timeout_s: float,
+    decide_timeout_s: float,
+    undecided: Mapping[int, int],
+    end: Mapping[int, int],
+    unread: int,
+) -> None:
+    """Raise when nothing happened for too long: ``timeout_s``, or while waiting for
+    transactions to be decided ``decide_timeout_s``."""
+    quiet = time.monotonic() - progress_s
+    if undecided and quiet > max(timeout_s, decide_timeout_s):
+        spans = ", ".join(f"partition {p} offsets {o}..{end[p] - 1}" for p, o in undecided.items())
+        raise TimeoutError(
+            f"reading state topic {topic}: a transaction is still undecided after "
+            f"{quiet:.0f} s ({spans}); its producer may be gone and the broker aborts it "
+            "after transaction.timeout.ms. Restart once it has"
+        )
+    if not undecided and quiet > timeout_s:
+        raise TimeoutError(
+            f"reading state topic {topic}: nothing new for {timeout_s:g} s with {unread} of "
+            f"{len(end)} partitions not read to their end; is the broker reachable?"
+        )
 
 
 def _keep_record(

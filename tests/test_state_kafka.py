@@ -4,6 +4,7 @@ partition, restored after transactional (exactly-once) writes."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
@@ -178,3 +179,45 @@ def test_an_assets_state_lands_on_the_partition_numbered_like_its_readings(
         m.key().decode(): m.partition() for m in read_topic(kafka_bootstrap, topics["state"])
     }
     assert state_on == readings_on
+
+
+def test_a_transaction_not_yet_decided_is_waited_for_not_read_past(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    # A producer's commit returns once the coordinator has decided, before the markers are
+    # written; a read_committed reader right then stopped at the last stable offset, short
+    # of that transaction's records, and restored state one transaction old (while the
+    # offsets the group fetches, stable ones, include it). The reader now waits until
+    # every transaction before the end it saw is decided.
+    topic = new_topic("state", partitions=1)
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"t-{uuid.uuid4().hex[:8]}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, key="p0", value=encode_state({"v": 1}))
+    producer.commit_transaction(30)
+    committed = {"bootstrap.servers": kafka_bootstrap, "isolation.level": "read_committed"}
+    for value, decide, want in (
+        (2, producer.commit_transaction, 2),
+        (3, producer.abort_transaction, 2),
+    ):
+        producer.begin_transaction()
+        producer.produce(topic, key="p0", value=encode_state({"v": value}))
+        assert producer.flush(30) == 0  # on the partition, undecided
+        timer = threading.Timer(2.0, decide)
+        timer.start()
+        started = time.monotonic()
+        states = load_states(committed, topic, timeout_s=10.0)
+        timer.join()
+        assert states == {"p0": {"v": want}}, decide
+        assert time.monotonic() - started >= 1.5
+    # One never decided (its producer gone) fails after decide_timeout_s, saying why.
+    producer.begin_transaction()
+    producer.produce(topic, key="p0", value=encode_state({"v": 4}))
+    assert producer.flush(30) == 0
+    try:
+        with pytest.raises(TimeoutError, match="transaction"):
+            load_states(committed, topic, timeout_s=2.0, decide_timeout_s=2.0)
+    finally:
+        producer.abort_transaction(30)
