@@ -12,10 +12,13 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer
 
+from alerts.events import SCHEMA, AlertEvent, decode_event
 from alerts.metrics import Metrics
+from common.timestamps import parse_ts
 from models.artifact import TrainedModel
 from models.training import train_model
-from plantwatch.runloop import RunLoop
+from plantwatch.monitor import Outcome
+from plantwatch.runloop import LoopStats, RunLoop
 from plantwatch.settings import Settings, load_settings
 from stream.simulator import PlantSimulator, SimConfig
 
@@ -34,6 +37,51 @@ def settings_for(bootstrap: str, topics: dict[str, str], **sections: dict[str, A
     }
     overrides.update(sections)
     return load_settings(env={}, overrides=overrides)
+
+
+def faulty_plant(n_assets: int, duration_s: int, *, seed: int = 4) -> PlantSimulator:
+    """The plant with three clearly detectable faults (level shift, cavitation, bearing
+    wear, 2 to 5 minutes each, after a 5 minute warm-up) and one fault-free control asset."""
+    return PlantSimulator(
+        SimConfig(
+            n_assets=n_assets,
+            period_ms=1000,
+            start_ms=LIVE_START_MS,
+            duration_s=duration_s,
+            seed=seed,
+            plant_seed=PLANT_SEED,
+            faults=3,
+            control_assets=1,
+            fault_kinds=("level_shift", "cavitation", "bearing_wear"),
+            fault_duration_s=(120.0, 300.0),
+            warmup_s=300.0,
+        )
+    )
+
+
+def alert_events(bootstrap: str, topic: str) -> list[AlertEvent]:
+    """Every alert event on ``topic`` (read_committed), in order."""
+    return [
+        decode_event(m.value())
+        for m in read_topic(bootstrap, topic)
+        if dict(m.headers() or []).get("schema", SCHEMA.encode()) == SCHEMA.encode()
+    ]
+
+
+def unalerted_faults(
+    sim: PlantSimulator, events: list[AlertEvent], max_delay_ms: int
+) -> list[tuple[str, str]]:
+    """(kind, asset) of each fault with no ``opened`` event within ``max_delay_ms`` of it."""
+    return [
+        (fault.kind, fault.asset)
+        for fault in sim.faults
+        if not any(
+            e.event == "opened"
+            and e.asset == fault.asset
+            and fault.start_ms <= parse_ts(e.window_at) <= fault.start_ms + max_delay_ms
+            for e in events
+        )
+    ]
 
 
 def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) -> TrainedModel:
@@ -75,10 +123,14 @@ def start_loop(loop: RunLoop) -> tuple[threading.Thread, list[BaseException]]:
 
 @contextmanager
 def running_monitor(
-    settings: Settings, model: TrainedModel, metrics: Metrics | None = None
+    settings: Settings,
+    model: TrainedModel,
+    metrics: Metrics | None = None,
+    *,
+    on_batch: Callable[[Outcome, LoopStats], None] | None = None,
 ) -> Iterator[RunLoop]:
     """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
-    loop = RunLoop(settings, model, metrics or Metrics.create())
+    loop = RunLoop(settings, model, metrics or Metrics.create(), on_batch=on_batch)
     thread, errors = start_loop(loop)
     try:
         yield loop

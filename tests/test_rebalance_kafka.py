@@ -13,30 +13,26 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from alerts.events import SCHEMA, decode_event
-from alerts.metrics import Metrics
-from common.timestamps import parse_ts
 from models.artifact import TrainedModel
 from plantwatch.monitor import Outcome
 from plantwatch.runloop import LoopStats, RunLoop
 from plantwatch.settings import Settings
 from stream.schema import encode_reading
-from stream.simulator import SIGNALS, PlantSimulator, SimConfig
+from stream.simulator import SIGNALS, PlantSimulator
 from tests.conftest import TopicFactory
 from tests.kafka_helpers import (
-    LIVE_START_MS,
-    PLANT_SEED,
-    read_topic,
+    alert_events,
+    faulty_plant,
+    running_monitor,
     settings_for,
-    start_loop,
     trained_model,
+    unalerted_faults,
     wait_for,
 )
 
@@ -84,24 +80,15 @@ def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
     }
 
 
-@contextmanager
 def _member(
     settings: Settings, model: TrainedModel, name: str, seen: list[tuple[str, str, str]]
-) -> Iterator[RunLoop]:
+) -> AbstractContextManager[RunLoop]:
     """One monitor of the group in a thread; records (member, alert_id, event) it sends."""
 
     def on_batch(outcome: Outcome, _stats: LoopStats) -> None:
         seen.extend((name, e.alert_id, e.event) for e in outcome.events)
 
-    loop = RunLoop(settings, model, Metrics.create(), on_batch=on_batch)
-    thread, errors = start_loop(loop)
-    try:
-        yield loop
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-        if errors:
-            raise errors[0]
+    return running_monitor(settings, model, on_batch=on_batch)
 
 
 @pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
@@ -109,21 +96,7 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
     kafka_bootstrap: str, new_topic: TopicFactory, mode: str
 ) -> None:
     duration_s = 2400
-    sim = PlantSimulator(
-        SimConfig(
-            n_assets=N_ASSETS,
-            period_ms=1000,
-            start_ms=LIVE_START_MS,
-            duration_s=duration_s,
-            seed=4,
-            plant_seed=PLANT_SEED,
-            faults=3,
-            control_assets=1,
-            fault_kinds=("level_shift", "cavitation", "bearing_wear"),
-            fault_duration_s=(120.0, 300.0),
-            warmup_s=300.0,
-        )
-    )
+    sim = faulty_plant(N_ASSETS, duration_s)
     index = {a: i for i, a in enumerate(sim.assets)}
     # B joins in the middle of a fault of a partition-1 asset (the partition that moves to
     # B, the later member id); A leaves in the middle of a later fault on partition 0.
@@ -183,11 +156,7 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
     # A clean rebalance checkpoints and commits first: nothing is read twice, in either mode.
     assert a.stats.readings + b.stats.readings == sent
 
-    events = [
-        decode_event(m.value())
-        for m in read_topic(kafka_bootstrap, topics["alerts"])  # read_committed
-        if dict(m.headers() or []).get("schema") == SCHEMA.encode()
-    ]
+    events = alert_events(kafka_bootstrap, topics["alerts"])  # read_committed
     copies = Counter((e.alert_id, e.event, e.window_at) for e in events)
     assert not [k for k, n in copies.items() if n > 1], "an event was delivered twice"
     by_id: dict[str, list[str]] = defaultdict(list)
@@ -196,14 +165,7 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
     for alert_id, kinds in by_id.items():
         counts = Counter(kinds)
         assert counts["opened"] == 1 and counts["resolved"] == 1, (alert_id, kinds)
-    for fault in sim.faults:
-        assert [
-            e
-            for e in events
-            if e.event == "opened"
-            and e.asset == fault.asset
-            and fault.start_ms <= parse_ts(e.window_at) <= fault.start_ms + MAX_DELAY_MS
-        ], f"{fault.kind} on {fault.asset} was not alerted"
+    assert not unalerted_faults(sim, events, MAX_DELAY_MS)
     # The moves happened with alerts open: one member opened what the other resolved.
     sent_by: dict[str, set[str]] = defaultdict(set)
     for member, alert_id, event in seen:
