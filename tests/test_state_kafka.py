@@ -28,16 +28,22 @@ from tests.kafka_helpers import (
 pytestmark = pytest.mark.integration
 
 
+def _transactional(bootstrap: str) -> Producer:
+    """A producer with a fresh transactional id, transactions initialised."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "transactional.id": f"t-{uuid.uuid4().hex[:8]}"}
+    )
+    producer.init_transactions(30)
+    return producer
+
+
 def test_state_written_in_transactions_is_restored_without_waiting_for_markers(
     kafka_bootstrap: str, new_topic: TopicFactory
 ) -> None:
     # Every partition written in transactions ends in a commit marker no consumer receives;
     # waiting for the record at high - 1 made every exactly-once restart time out.
     topic = new_topic("state", partitions=3)
-    producer = Producer(
-        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"t-{uuid.uuid4().hex[:8]}"}
-    )
-    producer.init_transactions(30)
+    producer = _transactional(kafka_bootstrap)
     for round_ in range(2):  # two transactions: markers between records, and at the end
         producer.begin_transaction()
         for i in range(6):
@@ -190,10 +196,7 @@ def test_a_transaction_not_yet_decided_is_waited_for_not_read_past(
     # offsets the group fetches, stable ones, include it). The reader now waits until
     # every transaction before the end it saw is decided.
     topic = new_topic("state", partitions=1)
-    producer = Producer(
-        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"t-{uuid.uuid4().hex[:8]}"}
-    )
-    producer.init_transactions(30)
+    producer = _transactional(kafka_bootstrap)
     producer.begin_transaction()
     producer.produce(topic, key="p0", value=encode_state({"v": 1}))
     producer.commit_transaction(30)
