@@ -108,8 +108,11 @@ class AlertPublisher:
         headers: Headers | None = None,
         *,
         timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> None:
         """Produce one message with delivery accounting; failures surface at :meth:`flush`.
+
+        ``partition`` chooses the partition (``None``: the partitioner's choice by key).
 
         A message refused at once (too large, unknown topic name, fatal producer state) is
         recorded as failed rather than raised, so a batch is either fully produced or its
@@ -117,7 +120,9 @@ class AlertPublisher:
         delivery reports) for up to ``queue_full_timeout_s``, for all messages together
         until one gets in.
         """
-        self._out.produce(topic, key, value, headers, timestamp_ms=timestamp_ms)
+        self._out.produce(
+            topic, key, value, headers, timestamp_ms=timestamp_ms, partition=partition
+        )
         self._out.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> DeliveryReport:

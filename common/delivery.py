@@ -166,8 +166,11 @@ class TrackedProducer:
         headers: Headers | None = None,
         *,
         timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> None:
         """Queue one message; a refusal is recorded as a failure for :meth:`flush`.
+
+        ``partition`` chooses the partition; ``None`` leaves it to the partitioner (by key).
 
         Delivery reports are served by :meth:`poll` (or while waiting for room in a full
         local queue), so a caller producing many messages polls once per group of them.
@@ -175,12 +178,14 @@ class TrackedProducer:
         one gets in (a slow broker makes room, a gone one does not) or the next flush.
         """
         kwargs = self._plain
-        if headers or timestamp_ms is not None:
+        if headers or timestamp_ms is not None or partition is not None:
             kwargs = dict(kwargs)
             if headers:
                 kwargs["headers"] = list(headers)
             if timestamp_ms is not None:
                 kwargs["timestamp"] = timestamp_ms
+            if partition is not None:
+                kwargs["partition"] = partition
         served = False
         while True:
             try:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
@@ -102,6 +103,12 @@ class RunLoop:
         )
         self._stop = threading.Event()
         self._dirty: set[str] = set()
+        #: The sensors partition each asset's readings come from: its state is written to
+        #: the state partition of the same number (``stream/state.py``).
+        self._partition_of: dict[str, int] = {}
+        #: The state topic's partition count when it is the sensors topic's, else ``None``:
+        #: state is then written by key, and every assignment reads all of the state topic.
+        self._state_partitions: int | None = None
         self._uncommitted = Batch()
         self._last_checkpoint_s = time.monotonic()
         self._publisher: AlertPublisher | None = None
@@ -127,7 +134,7 @@ class RunLoop:
 
     def run(self) -> None:
         s = self.settings
-        ensure_topics(
+        counts = ensure_topics(
             s.kafka.client_config(),
             {
                 s.topics.sensors: {},
@@ -137,7 +144,11 @@ class RunLoop:
                 s.topics.state: STATE_TOPIC_CONFIG,
                 **({s.topics.quality: {}, s.topics.lab: {}} if self.quality else {}),
             },
+            partitioned_like={s.topics.state: s.topics.sensors},
         )
+        n_state = counts.get(s.topics.state)
+        if n_state is not None and n_state == counts.get(s.topics.sensors):
+            self._state_partitions = n_state
         self.metrics.set_model(self.monitor.model.name, self.monitor.model.version)
         self._publisher = AlertPublisher(
             s.kafka.client_config(),
@@ -238,7 +249,7 @@ class RunLoop:
             self._flush()
             self._note_swap(outcome)
             self._observe(batch, outcome)
-            self._dirty.update(r.asset for r in batch.readings)
+            self._dirty.update(self._note_partitions(batch))
             self._uncommitted.next_offsets.update(batch.next_offsets)
             self._source.store(batch)
             if self.on_batch is not None:
@@ -262,12 +273,10 @@ class RunLoop:
             publisher.publish(outcome.events)
             self._publish_notices(outcome)
             self._serve_quality(batch)
-            for asset in sorted({r.asset for r in batch.readings}):
+            for asset in sorted(set(self._note_partitions(batch))):
                 snap = self.monitor.snapshot_asset(asset)
                 if snap is not None:
-                    publisher.produce(
-                        self.settings.topics.state, asset.encode(), encode_state(snap)
-                    )
+                    self._produce_state(asset, snap)
             publisher.send_offsets_to_transaction(
                 batch.commit_offsets(),
                 self._source.group_metadata(),
@@ -287,6 +296,31 @@ class RunLoop:
         self._observe(batch, outcome)
         if self.on_batch is not None:
             self.on_batch(outcome, self.stats)
+
+    def _note_partitions(self, batch: Batch) -> list[str]:
+        """The batch's assets (one per reading), their sensors partitions noted."""
+        assets = [r.asset for r in batch.readings]
+        self._partition_of.update(zip(assets, batch.partitions, strict=True))
+        return assets
+
+    def _produce_state(self, asset: str, snap: dict[str, Any]) -> None:
+        """An asset's snapshot to the state partition numbered like its sensors partition.
+
+        Chosen explicitly rather than by the partitioner: the plant's producers may hash
+        keys differently (a Java client's murmur2, librdkafka's CRC32). Without a matching
+        partition count (or a partition added to the sensors topic since the start) the
+        key decides, and every assignment reads the whole state topic.
+        """
+        if self._publisher is None:
+            return
+        part = self._partition_of.get(asset)
+        n = self._state_partitions
+        self._publisher.produce(
+            self.settings.topics.state,
+            asset.encode(),
+            encode_state(snap),
+            partition=part if n is not None and part is not None and part < n else None,
+        )
 
     def _publish_notices(self, outcome: Outcome) -> None:
         """Drift and re-baselining go to the notices topic (the alert topic: alerts only)."""
@@ -404,9 +438,7 @@ class RunLoop:
         for asset in sorted(self._dirty):
             snap = self.monitor.snapshot_asset(asset)
             if snap is not None:
-                self._publisher.produce(
-                    self.settings.topics.state, asset.encode(), encode_state(snap)
-                )
+                self._produce_state(asset, snap)
         self._flush()
         self._dirty.clear()
         if self._uncommitted.next_offsets:
@@ -423,12 +455,27 @@ class RunLoop:
     # -- rebalance ------------------------------------------------------------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """Restore the state of the assigned partitions' assets (parked until they speak).
+
+        Only the state partitions numbered like the assigned sensors partitions are read,
+        when the two topics' partition counts match; otherwise all of them.
+        """
         log.info("assigned partitions %s", sorted(p.partition for p in partitions))
-        states = load_states(self.settings.kafka.consumer_config(), self.settings.topics.state)
+        # The sensors topic's partitions (the lab topic's, when subscribed, share numbers).
+        mine = sorted({p.partition for p in partitions if p.topic == self.settings.topics.sensors})
+        n = self._state_partitions
+        only = mine if n is not None and all(p < n for p in mine) else None
+        states = load_states(
+            self.settings.kafka.consumer_config(), self.settings.topics.state, partitions=only
+        )
         for asset, snap in states.items():
             self.monitor.park(asset, snap)
         if states:
-            log.info("found checkpointed state for %d assets", len(states))
+            log.info(
+                "found checkpointed state for %d assets in %s",
+                len(states),
+                "all state partitions" if only is None else f"state partitions {only}",
+            )
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = sorted(p.partition for p in partitions)
@@ -443,6 +490,7 @@ class RunLoop:
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()
+        self._partition_of.clear()
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a revocation: another member may own them already.
@@ -467,6 +515,7 @@ class RunLoop:
         for asset in self.monitor.assets:
             self.metrics.remove_asset(asset)
         self.monitor.forget_all()
+        self._partition_of.clear()
 
     def _forget_quality(self) -> None:
         if self.quality is not None:

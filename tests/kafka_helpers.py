@@ -12,11 +12,14 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer
 
+from alerts.events import SCHEMA, AlertEvent, decode_event
 from alerts.metrics import Metrics
+from common.timestamps import parse_ts
 from models.artifact import TrainedModel
 from models.quality.artifact import QualityModel
 from models.training import train_model
-from plantwatch.runloop import RunLoop
+from plantwatch.monitor import Outcome
+from plantwatch.runloop import LoopStats, RunLoop
 from plantwatch.settings import Settings, load_settings
 from stream.simulator import PlantSimulator, SimConfig
 
@@ -45,6 +48,51 @@ def kafka_with_lag_stats(bootstrap: str, group_id: str) -> dict[str, Any]:
         "group_id": group_id,
         "properties": {"statistics.interval.ms": "1000"},
     }
+
+
+def faulty_plant(n_assets: int, duration_s: int, *, seed: int = 4) -> PlantSimulator:
+    """The plant with three clearly detectable faults (level shift, cavitation, bearing
+    wear, 2 to 5 minutes each, after a 5 minute warm-up) and one fault-free control asset."""
+    return PlantSimulator(
+        SimConfig(
+            n_assets=n_assets,
+            period_ms=1000,
+            start_ms=LIVE_START_MS,
+            duration_s=duration_s,
+            seed=seed,
+            plant_seed=PLANT_SEED,
+            faults=3,
+            control_assets=1,
+            fault_kinds=("level_shift", "cavitation", "bearing_wear"),
+            fault_duration_s=(120.0, 300.0),
+            warmup_s=300.0,
+        )
+    )
+
+
+def alert_events(bootstrap: str, topic: str) -> list[AlertEvent]:
+    """Every alert event on ``topic`` (read_committed), in order."""
+    return [
+        decode_event(m.value())
+        for m in read_topic(bootstrap, topic)
+        if dict(m.headers() or []).get("schema", SCHEMA.encode()) == SCHEMA.encode()
+    ]
+
+
+def unalerted_faults(
+    sim: PlantSimulator, events: list[AlertEvent], max_delay_ms: int
+) -> list[tuple[str, str]]:
+    """(kind, asset) of each fault with no ``opened`` event within ``max_delay_ms`` of it."""
+    return [
+        (fault.kind, fault.asset)
+        for fault in sim.faults
+        if not any(
+            e.event == "opened"
+            and e.asset == fault.asset
+            and fault.start_ms <= parse_ts(e.window_at) <= fault.start_ms + max_delay_ms
+            for e in events
+        )
+    ]
 
 
 def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) -> TrainedModel:
@@ -90,9 +138,17 @@ def running_monitor(
     model: TrainedModel,
     metrics: Metrics | None = None,
     quality_models: Sequence[QualityModel] = (),
+    *,
+    on_batch: Callable[[Outcome, LoopStats], None] | None = None,
 ) -> Iterator[RunLoop]:
     """``plantwatch run``'s loop in a thread; stopped (checkpoint, commit, close) on exit."""
-    loop = RunLoop(settings, model, metrics or Metrics.create(), quality_models=quality_models)
+    loop = RunLoop(
+        settings,
+        model,
+        metrics or Metrics.create(),
+        on_batch=on_batch,
+        quality_models=quality_models,
+    )
     thread, errors = start_loop(loop)
     try:
         yield loop

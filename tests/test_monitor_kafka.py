@@ -14,18 +14,17 @@ from collections import Counter, defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.events import SCHEMA, decode_event
 from alerts.metrics import Metrics, start_http_server
-from common.timestamps import parse_ts
-from stream.simulator import PlantSimulator, SimConfig, produce
+from stream.simulator import produce
 from tests.kafka_helpers import (
     LIVE_START_MS,
-    PLANT_SEED,
+    alert_events,
+    faulty_plant,
     kafka_with_lag_stats,
-    read_topic,
     running_monitor,
     settings_for,
     trained_model,
+    unalerted_faults,
     wait_for,
 )
 
@@ -62,21 +61,7 @@ def test_faults_alerted_control_quiet_metrics_complete(
     kafka_bootstrap: str, new_topic, mode: str
 ) -> None:
     n_assets, duration_s = 4, 2400
-    sim = PlantSimulator(
-        SimConfig(
-            n_assets=n_assets,
-            period_ms=1000,
-            start_ms=LIVE_START_MS,
-            duration_s=duration_s,
-            seed=4,
-            plant_seed=PLANT_SEED,
-            faults=3,
-            control_assets=1,
-            fault_kinds=("level_shift", "cavitation", "bearing_wear"),
-            fault_duration_s=(120.0, 300.0),
-            warmup_s=300.0,
-        )
-    )
+    sim = faulty_plant(n_assets, duration_s)
     # The plan leaves room after every fault for its alert to resolve.
     assert all(f.end_ms < LIVE_START_MS + (duration_s - 400) * 1000 for f in sim.faults)
     control = sim.assets[-1]
@@ -109,12 +94,7 @@ def test_faults_alerted_control_quiet_metrics_complete(
         server.close()
 
     # -- alerts, read back from the topic -------------------------------------------------
-    messages = read_topic(kafka_bootstrap, topics["alerts"])
-    events = [
-        decode_event(m.value())
-        for m in messages
-        if dict(m.headers() or []).get("schema", SCHEMA.encode()) == SCHEMA.encode()
-    ]
+    events = alert_events(kafka_bootstrap, topics["alerts"])
     assert events, "no alert events at all"
     assert not [e for e in events if e.asset == control], "false alert on the control asset"
     by_id: dict[str, list[str]] = defaultdict(list)
@@ -124,16 +104,8 @@ def test_faults_alerted_control_quiet_metrics_complete(
         counts = Counter(kinds)
         assert counts["opened"] == 1 and counts["resolved"] == 1, (alert_id, kinds)
         assert kinds[0] == "opened" and kinds[-1] == "resolved"
-    for fault in sim.faults:
-        hits = [
-            e
-            for e in events
-            if e.event == "opened"
-            and e.asset == fault.asset
-            and fault.start_ms <= parse_ts(e.window_at) <= fault.start_ms + MAX_DELAY_MS
-        ]
-        assert hits, f"{fault.kind} on {fault.asset} was not alerted within 120 s"
-        assert hits[0].model.version == model.version
+    assert not unalerted_faults(sim, events, MAX_DELAY_MS), "faults not alerted within 120 s"
+    assert all(e.model.version == model.version for e in events)
 
     # -- metrics, scraped from /metrics while it ran -----------------------------------------
     names = {n for n in samples} | {n.removesuffix("_bucket") for n in samples}
