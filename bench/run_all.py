@@ -38,6 +38,20 @@ BENCHES = (
     Bench("bench_simulator", ("--quick",)),
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),
+    Bench(
+        "e2e_broker",
+        ("--quick", "--profile", "pca"),
+        (
+            "--repeat",
+            "3",
+            "--scorers",
+            "pca,conv-ae,lstm-forecaster",
+            "--profile",
+            "conv-ae",
+            "--latency-set",
+            "consumer.batch_wait_ms=20",
+        ),
+    ),
 )
 
 
