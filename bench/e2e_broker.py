@@ -12,8 +12,9 @@ Rates are reported as a ratio to it: the machines are shared and noisy.
 
 Then, unless turned off: end-to-end latency (``plantwatch_e2e_latency_seconds``: a
 window's last reading time to its score or alert published) while readings stamped "now"
-are produced at half the measured rate; memory per asset (the monitor's RSS after the
-full run less that of a run over ``--memory-assets`` assets, per extra asset); and, with
+are produced at half the measured rate (``--latency-fractions``); memory per asset (the
+monitor's RSS after the full run less that of a run over ``--memory-assets`` assets, per
+extra asset); and, with
 ``--profile SCORER``, a cProfile of that scorer's ``plantwatch run`` summarised by stage.
 
 The broker is ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a throwaway
@@ -262,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--latency-s", type=float, default=20.0, help="0: no latency phase")
     parser.add_argument(
+        "--latency-fractions",
+        default="0.5",
+        help="paced rates as fractions of each scorer's measured rate, e.g. 0.5,0.25",
+    )
+    parser.add_argument(
         "--latency-set",
         action="append",
         default=[],
@@ -322,33 +328,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["rates"], results["ratios"] = rates, ratios
 
         if args.latency_s > 0:
-            print("\n### End-to-end latency at half the measured rate\n")
-            columns = ("scorer", "settings", "readings/s sent", "windows", "mean batch", "behind")
-            print(f"| {' | '.join(columns)} | p50 ms | p99 ms |")
-            print("|---|---|---|---|---|---|---|")
+            fractions = [float(f) for f in args.latency_fractions.split(",") if f.strip()]
+            print("\n### End-to-end latency at a fraction of the measured rate\n")
+            columns = ("scorer", "settings", "of max", "readings/s sent", "windows")
+            print(f"| {' | '.join(columns)} | mean batch | behind | p50 ms | p99 ms |")
+            print("|---" * (len(columns) + 4) + "|")
             results["latency"] = []
             for s in scorers:
-                half = statistics.median(rates[s]) / 2
-                for extra in [[], *([args.latency_set] if args.latency_set else [])]:
-                    lat = paced_latency(
-                        bootstrap,
-                        models[s],
-                        work,
-                        args.assets,
-                        half,
-                        args.latency_s,
-                        args.partitions,
-                        [*sets, *extra],
-                    )
-                    shown = ", ".join(extra) or "defaults"
-                    results["latency"].append({"scorer": s, "settings": shown, **lat})
-                    print(
-                        f"| {s} | {shown} | {lat['sent_per_s']:,.0f} | {lat['windows']:,.0f} "
-                        f"| {lat['mean_batch']:,.0f} | {lat['behind_at_end']:,.0f} "
-                        f"| {lat['p50_ms']:.0f} "
-                        f"| {lat['p99_ms']:.0f} |",
-                        flush=True,
-                    )
+                for fraction in fractions:
+                    for extra in [[], *([args.latency_set] if args.latency_set else [])]:
+                        lat = paced_latency(
+                            bootstrap,
+                            models[s],
+                            work,
+                            args.assets,
+                            statistics.median(rates[s]) * fraction,
+                            args.latency_s,
+                            args.partitions,
+                            [*sets, *extra],
+                        )
+                        shown = ", ".join(extra) or "defaults"
+                        row = {"scorer": s, "settings": shown, "fraction": fraction, **lat}
+                        results["latency"].append(row)
+                        print(
+                            f"| {s} | {shown} | {fraction:g} | {lat['sent_per_s']:,.0f} "
+                            f"| {lat['windows']:,.0f} | {lat['mean_batch']:,.0f} "
+                            f"| {lat['behind_at_end']:,.0f} | {lat['p50_ms']:.0f} "
+                            f"| {lat['p99_ms']:.0f} |",
+                            flush=True,
+                        )
 
         if args.memory_assets > 0:
             s = scorers[0]
