@@ -47,7 +47,15 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_monitor import Monitor, MonitorRun, create_topic, histogram_quantile, measure_monitor, say
+from e2e_monitor import (
+    Monitor,
+    MonitorRun,
+    create_topic,
+    histogram_quantile,
+    measure_monitor,
+    quantile_bucket,
+    say,
+)
 from e2e_profile import summarise_profile
 from e2e_river import river_reference
 
@@ -216,10 +224,17 @@ def paced_latency(
         / max(1.0, batches_after["count"] - batches_before["count"]),
         "p50_ms": 1000 * histogram_quantile(0.5, grown),
         "p99_ms": 1000 * histogram_quantile(0.99, grown),
+        "p50_bucket_ms": [1000 * b for b in quantile_bucket(0.5, grown)],
+        "p99_bucket_ms": [1000 * b for b in quantile_bucket(0.99, grown)],
     }
 
 
 # -- the run ----------------------------------------------------------------------------------
+
+
+def _bucket(bounds: Sequence[float]) -> str:
+    """How little a histogram knows: the bucket a quantile fell in, in ms."""
+    return f"({bounds[0]:g}, {bounds[1]:g}]"
 
 
 def spread(values: Sequence[float]) -> str:
@@ -330,9 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.latency_s > 0:
             fractions = [float(f) for f in args.latency_fractions.split(",") if f.strip()]
             print("\n### End-to-end latency at a fraction of the measured rate\n")
-            columns = ("scorer", "settings", "of max", "readings/s sent", "windows")
-            print(f"| {' | '.join(columns)} | mean batch | behind | p50 ms | p99 ms |")
-            print("|---" * (len(columns) + 4) + "|")
+            columns = ("scorer", "settings", "of max", "readings/s sent", "windows", "mean batch")
+            columns += ("behind", "p50 ms (bucket)", "p99 ms (bucket)")
+            print(f"| {' | '.join(columns)} |")
+            print("|---" * len(columns) + "|")
             results["latency"] = []
             for s in scorers:
                 for fraction in fractions:
@@ -353,8 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(
                             f"| {s} | {shown} | {fraction:g} | {lat['sent_per_s']:,.0f} "
                             f"| {lat['windows']:,.0f} | {lat['mean_batch']:,.0f} "
-                            f"| {lat['behind_at_end']:,.0f} | {lat['p50_ms']:.0f} "
-                            f"| {lat['p99_ms']:.0f} |",
+                            f"| {lat['behind_at_end']:,.0f} "
+                            f"| {lat['p50_ms']:.0f} {_bucket(lat['p50_bucket_ms'])} "
+                            f"| {lat['p99_ms']:.0f} {_bucket(lat['p99_bucket_ms'])} |",
                             flush=True,
                         )
 

@@ -247,3 +247,18 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
             return lower + (le - lower) * (rank - below) / max(count - below, 1e-12)
         lower, below = le, count
     return lower
+
+
+def quantile_bucket(q: float, buckets: dict[float, float]) -> tuple[float, float]:
+    """The bucket ``(lower, upper]`` the ``q`` quantile falls in: all a histogram knows.
+
+    >>> quantile_bucket(0.99, {0.1: 0.0, 0.25: 95.0, 1.0: 100.0, float("inf"): 100.0})
+    (0.25, 1.0)
+    """
+    total = buckets.get(float("inf"), 0.0)
+    lower = 0.0
+    for le in sorted(buckets):
+        if total > 0 and buckets[le] >= q * total:
+            return lower, le
+        lower = le
+    return float("nan"), float("nan")
