@@ -54,7 +54,7 @@ def test_quick_run_through_the_broker(
             "--assets",
             "4",
             "--readings",
-            "400",
+            "6000",
             "--history-s",
             "300",
             "--latency-s",
