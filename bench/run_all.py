@@ -39,6 +39,20 @@ BENCHES = (
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),
     Bench("chaos", ("--kills", "5", "--produce-s", "40")),
+    Bench(
+        "e2e_broker",
+        ("--quick", "--profile", "pca"),
+        (
+            "--repeat",
+            "3",
+            "--scorers",
+            "pca,conv-ae,lstm-forecaster",
+            "--profile",
+            "conv-ae",
+            "--latency-set",
+            "consumer.batch_wait_ms=20",
+        ),
+    ),
 )
 
 
