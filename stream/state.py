@@ -117,6 +117,33 @@ def encode_state(snapshot: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(snapshot)
 
 
+#: Errors of a watermark query that pass by themselves: a partition just created (its
+#: leader not serving yet) or one whose leadership is moving.
+_PASSING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+def _watermarks(probe: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """``get_watermark_offsets``, asked again while the partition's leader is not serving
+    yet (a state topic created a moment before, a leader moving) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            low, high = probe.get_watermark_offsets(tp, timeout=max(0.5, min(5.0, left)))
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() not in _PASSING or left <= 0:
+                raise
+            log.debug("state partition %s [%d] not served yet: %s", tp.topic, tp.partition, err)
+            time.sleep(0.1)
+
+
 def load_states(
     consumer_config: Mapping[str, str],
     topic: str,
@@ -175,7 +202,7 @@ def load_states(
         for p in sorted(tmeta.partitions):
             if partitions is not None and p not in partitions:
                 continue
-            low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = _watermarks(probe, TopicPartition(topic, p), timeout_s)
             if high > low:
                 assign.append(TopicPartition(topic, p, low))
                 end[p] = high

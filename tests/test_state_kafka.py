@@ -9,11 +9,17 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream.simulator import PlantSimulator, SimConfig, produce
-from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
+from stream.state import (
+    STATE_TOPIC_CONFIG,
+    _watermarks,
+    encode_state,
+    ensure_topics,
+    load_states,
+)
 from tests.conftest import TopicFactory
 from tests.kafka_helpers import (
     LIVE_START_MS,
@@ -224,3 +230,47 @@ def test_a_transaction_not_yet_decided_is_waited_for_not_read_past(
             load_states(committed, topic, timeout_s=2.0, decide_timeout_s=2.0)
     finally:
         producer.abort_transaction(30)
+
+
+def test_a_state_topic_created_a_moment_before_is_read_not_crashed_on(
+    kafka_bootstrap: str,
+) -> None:
+    # What a first `plantwatch run` does: create the state topic, then, on assignment, read
+    # it. The new partitions' leader may not serve yet (NOT_LEADER_FOR_PARTITION from the
+    # watermark query); that failed 3 of 10 fresh topics here before the query was retried.
+    config = {"bootstrap.servers": kafka_bootstrap}
+    for _ in range(10):
+        topic = f"state-fresh-{uuid.uuid4().hex[:8]}"
+        ensure_topics(config, {topic: STATE_TOPIC_CONFIG})
+        assert load_states({**config, "group.id": f"g-{topic}"}, topic) == {}
+
+
+class _Probe:
+    """A watermark query that fails ``failures`` times with ``code``, then answers."""
+
+    def __init__(self, code: int, failures: int) -> None:
+        self.code, self.failures, self.calls = code, failures, 0
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return 0, 7
+
+
+@pytest.mark.parametrize(
+    ("code", "passes"),
+    [(KafkaError.NOT_LEADER_FOR_PARTITION, True), (KafkaError.TOPIC_AUTHORIZATION_FAILED, False)],
+)
+def test_a_partition_not_served_yet_is_asked_again_and_a_real_error_is_not(
+    code: int, passes: bool
+) -> None:
+    probe = _Probe(code, failures=3)
+    tp = TopicPartition("state", 0)
+    if passes:
+        assert _watermarks(probe, tp, timeout_s=10.0) == (0, 7)  # type: ignore[arg-type]
+        assert probe.calls == 4
+    else:
+        with pytest.raises(KafkaException):
+            _watermarks(probe, tp, timeout_s=10.0)  # type: ignore[arg-type]
+        assert probe.calls == 1
