@@ -36,7 +36,7 @@ from plantwatch.sensors import SensorWatch
 from plantwatch.settings import Settings
 from stream.config import WindowSettings
 from stream.schema import SensorReading
-from stream.window import AssetWindow, Push
+from stream.window import PUSHES, AssetWindow, Push
 
 SNAPSHOT_VERSION = 1
 FloatArray = npt.NDArray[np.float32]
@@ -100,6 +100,27 @@ class Outcome:
     not_restored: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class _Windowed:
+    """What windowing one batch gave: push outcomes, accepted readings, ready windows."""
+
+    pushes: Counter[str]
+    reordered: int
+    #: Indices of the readings not dropped as late, grouped by asset, in time order.
+    accepted: list[int]
+    #: The ready windows (windows, window, signals), grouped by asset, in time order.
+    batch: FloatArray
+    assets: list[str]
+    ts_ms: npt.NDArray[np.int64]
+    #: Position in the batch's input of the reading that completed each window.
+    sources: npt.NDArray[np.int64]
+
+
+_NO_INTS = np.zeros(0, np.int64)
+_READY = PUSHES.index(Push.READY)
+_LATE = PUSHES.index(Push.LATE)
+
+
 class Monitor:
     """Per-asset windows, one model, per-asset thresholds and the alert policy.
 
@@ -132,8 +153,12 @@ class Monitor:
         online_guard_ms: int = 600_000,
         rebaseline: RebaselineConfig | None = None,
         sensor_health: SensorHealthConfig | None = None,
+        columnar: bool = True,
     ) -> None:
         self.model = model
+        #: The columnar fast path (arrays per batch, each asset's run at once); ``False``
+        #: takes the per-reading path it is proven identical to (``tests/test_columnar.py``).
+        self.columnar = columnar
         self.sensors = SensorWatch(model, sensor_health or SensorHealthConfig())
         self.baselines = Baselines(model, rebaseline or RebaselineConfig())
         self.window_settings = window or WindowSettings()
@@ -177,38 +202,20 @@ class Monitor:
 
     def process(self, readings: Sequence[SensorReading], *, now_ms: int) -> Outcome:
         """Window, score, threshold and alert one batch of readings."""
-        order, reordered = _time_order(readings)
         outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
-        outcome.reordered = reordered
         if readings:
             newest = max(r.ts_ms for r in readings)
             self._newest_ms = newest if self._newest_ms is None else max(self._newest_ms, newest)
         if self._parked:
             outcome.not_restored = self._unpark({r.asset for r in readings})
-        windows: list[npt.NDArray[np.float32]] = []
-        assets: list[str] = []
-        ts: list[int] = []
-        sources: list[int] = []
-        accepted: list[int] = []
-        for i in order:
-            reading = readings[i]
-            state = self._window_for(reading.asset)
-            result = state.push(reading.ts_ms, reading.values)
-            outcome.pushes[result.value] += 1
-            if result is not Push.LATE:
-                accepted.append(i)
-            if result is Push.READY:
-                windows.append(state.window().copy())
-                assets.append(reading.asset)
-                ts.append(reading.ts_ms)
-                sources.append(i)
+        windowed = self._window_columns(readings) if self.columnar else self._window_each(readings)
+        outcome.pushes, outcome.reordered = windowed.pushes, windowed.reordered
         # Sensor health judges every accepted reading, whether or not a window was scored.
-        outcome.events.extend(self.sensors.check(readings, accepted, self.policy, now_ms))
-        if not windows:
+        outcome.events.extend(self.sensors.check(readings, windowed.accepted, self.policy, now_ms))
+        if not windowed.assets:
             return outcome
-        batch = np.stack(windows)
+        batch, assets, ts_ms = windowed.batch, windowed.assets, windowed.ts_ms
         runs = list(_runs(assets))
-        ts_ms = np.asarray(ts, np.int64)
         # Relative to the slow drift followed but before any re-baselining offset: each
         # window's level (what the baseline watch compares) and each asset's newest window
         # (what a candidate baseline is tried on).
@@ -221,7 +228,7 @@ class Monitor:
         outcome.scored, judged, eligible = self._judge(
             assets,
             ts_ms,
-            np.asarray(sources, np.int64),
+            windowed.sources,
             np.asarray(scores, np.float64),
             np.asarray(contributions, np.float32),
             now_ms,
@@ -245,6 +252,100 @@ class Monitor:
         if self.learner is not None:
             outcome.swap = self._learn(batch, outcome.scored, eligible)
         return outcome
+
+    def _window_each(self, readings: Sequence[SensorReading]) -> _Windowed:
+        """The per-reading path: each reading pushed on its own (the reference the
+        columnar path is tested against, and the one a stride other than 1 takes anyway)."""
+        order, reordered = _time_order(readings)
+        pushes: Counter[str] = Counter()
+        windows: list[npt.NDArray[np.float32]] = []
+        assets: list[str] = []
+        ts: list[int] = []
+        sources: list[int] = []
+        accepted: list[int] = []
+        for i in order:
+            reading = readings[i]
+            state = self._window_for(reading.asset)
+            result = state.push(reading.ts_ms, reading.values)
+            pushes[result.value] += 1
+            if result is not Push.LATE:
+                accepted.append(i)
+            if result is Push.READY:
+                windows.append(state.window().copy())
+                assets.append(reading.asset)
+                ts.append(reading.ts_ms)
+                sources.append(i)
+        return _Windowed(
+            pushes=pushes,
+            reordered=reordered,
+            accepted=accepted,
+            batch=np.stack(windows) if windows else self._no_windows(),
+            assets=assets,
+            ts_ms=np.asarray(ts, np.int64),
+            sources=np.asarray(sources, np.int64),
+        )
+
+    def _window_columns(self, readings: Sequence[SensorReading]) -> _Windowed:
+        """The columnar path: the batch as arrays once, ordered by asset then time with one
+        stable sort, each asset's run pushed at once (:meth:`AssetWindow.push_many`).
+
+        Exactly :meth:`_window_each`: the same order (assets sorted by name, readings in
+        time order within each, input order among equal times), outcomes and windows.
+        """
+        n = len(readings)
+        if n == 0:
+            return _Windowed(Counter(), 0, [], self._no_windows(), [], _NO_INTS, _NO_INTS)
+        signals = self.model.signals
+        names = [r.asset for r in readings]
+        uniq = sorted(set(names))
+        code_of = {a: c for c, a in enumerate(uniq)}
+        codes = np.fromiter((code_of[a] for a in names), np.int64, n)
+        ts = np.fromiter((r.ts_ms for r in readings), np.int64, n)
+        # None becomes NaN; a value infinite as a float32 (1e39) is no value to the window.
+        with np.errstate(over="ignore"):
+            rows = np.array(
+                [[r.values.get(s) for s in signals] for r in readings], np.float64
+            ).astype(np.float32)
+        order = np.lexsort((ts, codes))
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        starts = np.concatenate([[0], bounds]).tolist()
+        ends = np.concatenate([bounds, [n]]).tolist()
+        results = np.empty(n, np.int8)
+        reordered = 0
+        windows: list[npt.NDArray[np.float32]] = []
+        assets: list[str] = []
+        ts_ready: list[npt.NDArray[np.int64]] = []
+        sources: list[npt.NDArray[np.int64]] = []
+        for start, end in zip(starts, ends, strict=True):
+            idx = order[start:end]
+            asset = names[int(idx[0])]
+            # Out of time order: older than a reading of the asset that came before it.
+            arrival = np.sort(idx)
+            seen = np.maximum.accumulate(ts[arrival])
+            reordered += int((ts[arrival[1:]] < seen[:-1]).sum())
+            run_ts = ts[idx]
+            pushed, ready = self._window_for(asset).push_many(run_ts, rows[idx])
+            results[start:end] = pushed
+            if ready.shape[0]:
+                at = np.flatnonzero(pushed == _READY)
+                windows.append(ready)
+                assets.extend([asset] * ready.shape[0])
+                ts_ready.append(run_ts[at])
+                sources.append(idx[at])
+        counts = np.bincount(results, minlength=len(PUSHES)).tolist()
+        pushes = Counter({p.value: c for p, c in zip(PUSHES, counts, strict=True) if c})
+        return _Windowed(
+            pushes=pushes,
+            reordered=reordered,
+            accepted=order[results != _LATE].tolist(),
+            batch=np.concatenate(windows) if windows else self._no_windows(),
+            assets=assets,
+            ts_ms=np.concatenate(ts_ready) if ts_ready else _NO_INTS,
+            sources=np.concatenate(sources).astype(np.int64) if sources else _NO_INTS,
+        )
+
+    def _no_windows(self) -> FloatArray:
+        return np.zeros((0, self.model.window, len(self.model.signals)), np.float32)
 
     def _watch_drift(self, scored: Scored, batch: FloatArray) -> list[tuple[str, int, DriftEvent]]:
         """Page-Hinkley on each asset's scores and per-window signal means."""
