@@ -114,6 +114,10 @@ class _Windowed:
     ts_ms: npt.NDArray[np.int64]
     #: Position in the batch's input of the reading that completed each window.
     sources: npt.NDArray[np.int64]
+    #: The columnar path's batch: every reading's time and raw values (readings, signals),
+    #: NaN where missing; and each asset's accepted readings (rows of those), in order.
+    columns: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
+    accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = field(default_factory=list)
 
 
 _NO_INTS = np.zeros(0, np.int64)
@@ -211,7 +215,14 @@ class Monitor:
         windowed = self._window_columns(readings) if self.columnar else self._window_each(readings)
         outcome.pushes, outcome.reordered = windowed.pushes, windowed.reordered
         # Sensor health judges every accepted reading, whether or not a window was scored.
-        outcome.events.extend(self.sensors.check(readings, windowed.accepted, self.policy, now_ms))
+        if windowed.columns is None:
+            found = self.sensors.check(readings, windowed.accepted, self.policy, now_ms)
+        else:
+            ts_all, values = windowed.columns
+            found = self.sensors.check_columns(
+                windowed.accepted_runs, ts_all, values, self.model.signals, self.policy, now_ms
+            )
+        outcome.events.extend(found)
         if not windowed.assets:
             return outcome
         batch, assets, ts_ms = windowed.batch, windowed.assets, windowed.ts_ms
@@ -302,10 +313,9 @@ class Monitor:
         codes = np.fromiter((code_of[a] for a in names), np.int64, n)
         ts = np.fromiter((r.ts_ms for r in readings), np.int64, n)
         # None becomes NaN; a value infinite as a float32 (1e39) is no value to the window.
+        raw = np.array([[r.values.get(s) for s in signals] for r in readings], np.float64)
         with np.errstate(over="ignore"):
-            rows = np.array(
-                [[r.values.get(s) for s in signals] for r in readings], np.float64
-            ).astype(np.float32)
+            rows = raw.astype(np.float32)
         order = np.lexsort((ts, codes))
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
         starts = np.concatenate([[0], bounds]).tolist()
@@ -316,6 +326,7 @@ class Monitor:
         assets: list[str] = []
         ts_ready: list[npt.NDArray[np.int64]] = []
         sources: list[npt.NDArray[np.int64]] = []
+        accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = []
         for start, end in zip(starts, ends, strict=True):
             idx = order[start:end]
             asset = names[int(idx[0])]
@@ -326,6 +337,7 @@ class Monitor:
             run_ts = ts[idx]
             pushed, ready = self._window_for(asset).push_many(run_ts, rows[idx])
             results[start:end] = pushed
+            accepted_runs.append((asset, idx[pushed != _LATE]))
             if ready.shape[0]:
                 at = np.flatnonzero(pushed == _READY)
                 windows.append(ready)
@@ -342,6 +354,8 @@ class Monitor:
             assets=assets,
             ts_ms=np.concatenate(ts_ready) if ts_ready else _NO_INTS,
             sources=np.concatenate(sources).astype(np.int64) if sources else _NO_INTS,
+            columns=(ts, raw),
+            accepted_runs=[(a, rows) for a, rows in accepted_runs if rows.size],
         )
 
     def _no_windows(self) -> FloatArray:

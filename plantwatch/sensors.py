@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from alerts.events import AlertEvent
 from alerts.policy import AlertPolicy
 from models.artifact import TrainedModel
-from models.health import SensorHealth, SensorHealthConfig, SensorHealthProfile
+from models.health import SensorHealth, SensorHealthConfig, SensorHealthProfile, check_many
 from stream.schema import SensorReading
 
 #: The ``model`` name sensor alerts carry (their version is the artifact's).
@@ -79,6 +80,60 @@ class SensorWatch:
                 )
             )
             start = end
+        return events
+
+    def check_columns(
+        self,
+        runs: Sequence[tuple[str, npt.NDArray[np.intp]]],
+        ts_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        signals: Sequence[str],
+        policy: AlertPolicy,
+        now_ms: int,
+    ) -> list[AlertEvent]:
+        """:meth:`check` on a columnar batch: ``values`` (readings, ``signals``) raw, NaN
+        where missing, ``ts_ms`` their times; ``runs`` each asset's accepted readings (rows,
+        in time order), assets in order. The same findings and events as :meth:`check`, with
+        the assets' rules run side by side (``models.health.check_many``) and an asset's
+        sensor tracks stepped only where a rule flags something or a track is in progress.
+        """
+        profile = self.profile
+        if profile is None or not self.config.enabled or not runs:
+            return []
+        names = list(signals)
+        if tuple(names) != profile.signals:
+            column = {s: j for j, s in enumerate(names)}
+            pad = np.full((values.shape[0], 1), np.nan)
+            values = np.hstack([values, pad])[
+                :, [column.get(s, len(names)) for s in profile.signals]
+            ]
+        healths = []
+        for asset, _ in runs:
+            health = self._assets.get(asset)
+            if health is None:
+                health = self._assets[asset] = SensorHealth(profile, self.config)
+            healths.append(health)
+        found = check_many(
+            healths, [values[rows] for _, rows in runs], [ts_ms[rows] for _, rows in runs]
+        )
+        events: list[AlertEvent] = []
+        for (asset, rows), findings in zip(runs, found, strict=True):
+            if policy.sensor_quiet(asset) and not any(f.any() for f in findings.fired.values()):
+                continue  # stepping it would change nothing
+            events.extend(
+                policy.step_sensor(
+                    asset,
+                    ts_ms[rows],
+                    findings.signals,
+                    findings.fired,
+                    findings.scores,
+                    findings.limits,
+                    present=findings.present,
+                    model_name=SENSOR_MODEL,
+                    model_version=self.version,
+                    now_ms=now_ms,
+                )
+            )
         return events
 
     def snapshot_asset(self, asset: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ windows, scores, thresholds, alert events, drift, notices and every asset's snap
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.artifact import TrainedModel
+from models.health import RULES, SensorHealth, SensorHealthConfig, SensorHealthProfile, check_many
 from models.training import train_model
 from plantwatch.monitor import Monitor, Outcome
 from plantwatch.settings import load_settings
@@ -194,3 +196,64 @@ def test_monitor_columnar_is_the_per_reading_path(
     assert fast.assets == slow.assets
     for asset in slow.assets:
         assert fast.snapshot_asset(asset) == slow.snapshot_asset(asset)
+
+
+# -- sensor health: assets side by side against one check per asset ----------------------
+
+
+@pytest.fixture(scope="module")
+def profile() -> SensorHealthProfile:
+    rng = np.random.default_rng(5)
+    train = np.column_stack([rng.normal(50.0, 1.0, 3000), np.round(rng.normal(0, 1, 3000), 1)])
+    return SensorHealthProfile.fit(train, [(0, 3000)], ("temp", "flow"))
+
+
+def sensor_stream(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = np.column_stack([rng.normal(50.0, 1.0, n), np.round(rng.normal(0, 1, n), 1)])
+    for _ in range(3):
+        at = int(rng.integers(0, max(n, 1)))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            x[at : at + 50, 0] = x[at, 0]  # frozen
+        elif kind == 1:
+            x[at, 1] += 30.0  # spike
+        else:
+            x[at : at + 10, 0] += 40.0  # out of range
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.01] = np.inf
+    return x
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**16), n_assets=st.integers(1, 5), batches=st.integers(1, 12))
+def test_health_side_by_side_is_one_check_per_asset(
+    profile: SensorHealthProfile, seed: int, n_assets: int, batches: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    config = SensorHealthConfig()
+    data = [sensor_stream(rng, int(rng.integers(1, 300))) for _ in range(n_assets)]
+    times = [T0 + 1000 * np.arange(len(d), dtype=np.int64) for d in data]
+    cuts = [np.sort(rng.integers(0, len(d) + 1, batches)) for d in data]
+    alone = [SensorHealth(profile, config) for _ in data]
+    together = [SensorHealth(profile, config) for _ in data]
+    for b in range(batches + 1):
+        spans = [
+            (0 if b == 0 else int(c[b - 1]), len(d) if b == batches else int(c[b]))
+            for c, d in zip(cuts, data, strict=True)
+        ]
+        found = check_many(
+            together,
+            [d[s:e] for d, (s, e) in zip(data, spans, strict=True)],
+            [t[s:e] for t, (s, e) in zip(times, spans, strict=True)],
+        )
+        for health, d, t, (s, e), got in zip(alone, data, times, spans, found, strict=True):
+            want = health.check(d[s:e], t[s:e])
+            assert got.present.tolist() == want.present.tolist()
+            for rule in RULES:
+                assert got.fired[rule].tolist() == want.fired[rule].tolist()
+                assert got.scores[rule].tolist() == want.scores[rule].tolist()
+                assert got.limits[rule].tolist() == want.limits[rule].tolist()
+    for a, b in zip(alone, together, strict=True):
+        assert json.dumps(a.snapshot()) == json.dumps(b.snapshot())

@@ -210,6 +210,16 @@ class AlertPolicy:
         found.sort(key=lambda item: (item[0], item[1]))
         return [ev for _, _, ev in found]
 
+    def sensor_quiet(self, asset: str) -> bool:
+        """Whether :meth:`step_sensor` with nothing flagged would change nothing for the
+        asset: no sensor track in progress, and no fresh state to drop."""
+        state = self._assets.get(asset)
+        if state is None:
+            return True
+        if any(t.kind == "sensor" for t in state.tracks):
+            return False
+        return not (state.clock_ms is None and not state.tracks and _dormant(state))
+
     def resolve(
         self,
         asset: str,
