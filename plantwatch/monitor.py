@@ -428,6 +428,18 @@ class Monitor:
                     scores[j:stop], learn=np.full(stop - j, not is_open, dtype=np.bool_)
                 )
                 thresholds[j:stop], anomalous[j:stop], severity[j:stop] = thr, anom, sev
+                if self.columnar and not is_open and not anomalous[j:stop].any():
+                    cooling = self.policy.absorb_normal(
+                        asset, ts_ms[j:stop], model_name=name, model_version=version
+                    )
+                    if cooling is not None:
+                        # Normal windows, alert quiet: no event, no phase change to judge
+                        # again for; only the cooldown's end and the guard to follow.
+                        self._absorbed(
+                            asset, ts_ms[j:stop], cooling, alert_open[j:stop], eligible[j:stop]
+                        )
+                        j = stop
+                        continue
                 for i in range(j, stop):
                     decision = Decision(
                         asset=asset,
@@ -470,6 +482,27 @@ class Monitor:
             alert_open=alert_open,
         )
         return scored, events, eligible
+
+    def _absorbed(
+        self,
+        asset: str,
+        ts_ms: npt.NDArray[np.int64],
+        cooling: BoolArray,
+        alert_open: BoolArray,
+        eligible: BoolArray,
+    ) -> None:
+        """What judging normal windows one by one does beside the policy, for windows the
+        quiet policy took at once: the alert stays closed, a cooling window is abnormal
+        (online learning's guard), an idle one is eligible past the guard interval."""
+        alert_open[:] = False
+        last = self._last_abnormal_ms.get(asset)
+        abnormal = np.flatnonzero(cooling)  # a prefix: the clock only rises
+        if abnormal.size:
+            last = self._last_abnormal_ms[asset] = int(ts_ms[abnormal[-1]])
+        if last is None:
+            eligible[:] = ~cooling
+        else:
+            eligible[:] = ~cooling & (ts_ms - last > self.online_guard_ms)
 
     def _window_for(self, asset: str) -> AssetWindow:
         state = self._windows.get(asset)

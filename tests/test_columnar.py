@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -184,6 +185,16 @@ def test_monitor_columnar_is_the_per_reading_path(
     slow = Monitor.from_settings(model, settings)
     slow.columnar = False
     fast = Monitor.from_settings(model, settings)
+    eligible = {id(slow): [], id(fast): []}  # what online learning would be offered
+    for monitor in (slow, fast):
+        judge = monitor._judge
+
+        def spy(*args: object, judge: Callable[..., tuple] = judge, at: int = id(monitor)) -> tuple:
+            out = judge(*args)
+            eligible[at].append(out[2].tolist())
+            return out
+
+        monitor._judge = spy  # type: ignore[method-assign]
     bounds = [0, *sorted({min(c, len(readings)) for c in cuts}), len(readings)]
     opened = False
     for a, b in itertools.pairwise(bounds):
@@ -193,6 +204,7 @@ def test_monitor_columnar_is_the_per_reading_path(
         assert outcome_key(got) == outcome_key(expected)
         opened |= any(e.event == "opened" for e in expected.events)
     assert opened or dirt == 0.0 or n_assets == 1  # not trivial
+    assert eligible[id(fast)] == eligible[id(slow)]
     assert fast.assets == slow.assets
     for asset in slow.assets:
         assert fast.snapshot_asset(asset) == slow.snapshot_asset(asset)
