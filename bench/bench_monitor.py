@@ -7,7 +7,7 @@ comes from. The per-reading path (``Monitor.columnar = False``) is timed too, on
 readings, and the columnar path's rate is given as a ratio to it.
 
     .venv/bin/python bench/bench_monitor.py [--quick] [--scorers pca,lstm-ae,conv-ae]
-        [--assets 200] [--steps 300]
+        [--assets 200] [--steps 300] [--batches 1,100,2000]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--scorers", default="pca,lstm-ae,conv-ae")
     parser.add_argument("--assets", type=int, default=20, help="assets interleaved")
     parser.add_argument("--steps", type=int, default=0, help="readings per asset")
+    parser.add_argument("--batches", default="1,100,2000", help="batch sizes (readings)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n_assets = args.assets
@@ -82,7 +83,7 @@ def main() -> None:
         hyper = {"epochs": 2} if name != "pca" and name != "river-hst" else {}
         model = train_model(values, SIGNALS, segments=segments, scorer=name, window=32, **hyper)
         base = None
-        for batch in (1, 100, 2000):
+        for batch in [int(b) for b in args.batches.split(",")]:
             # Batch size 1 is slow for deep models: time a slice of the stream there.
             feed = (
                 readings
@@ -99,7 +100,8 @@ def main() -> None:
             )
     print(
         f"\n`.venv/bin/python bench/bench_monitor.py{' --quick' if args.quick else ''} "
-        f"--scorers {args.scorers} --assets {n_assets} --steps {steps}` (1 torch thread, "
+        f"--scorers {args.scorers} --assets {n_assets} --steps {steps} --batches {args.batches}` "
+        "(1 torch thread, "
         f"{n_assets} assets, {steps} readings each, window 32)"
     )
 
