@@ -17,7 +17,13 @@ import numpy.typing as npt
 from alerts.events import AlertEvent
 from alerts.policy import AlertPolicy
 from models.artifact import TrainedModel
-from models.health import SensorHealth, SensorHealthConfig, SensorHealthProfile, check_many
+from models.health import (
+    HealthFindings,
+    SensorHealth,
+    SensorHealthConfig,
+    SensorHealthProfile,
+    check_many,
+)
 from stream.schema import SensorReading
 
 #: The ``model`` name sensor alerts carry (their version is the artifact's).
@@ -64,21 +70,7 @@ class SensorWatch:
             health = self._assets.get(asset)
             if health is None:
                 health = self._assets[asset] = SensorHealth(profile, self.config)
-            found = health.check(values, ts)
-            events.extend(
-                policy.step_sensor(
-                    asset,
-                    ts,
-                    found.signals,
-                    found.fired,
-                    found.scores,
-                    found.limits,
-                    present=found.present,
-                    model_name=SENSOR_MODEL,
-                    model_version=self.version,
-                    now_ms=now_ms,
-                )
-            )
+            events.extend(self._step(policy, asset, ts, health.check(values, ts), now_ms))
             start = end
         return events
 
@@ -120,21 +112,30 @@ class SensorWatch:
         for (asset, rows), findings in zip(runs, found, strict=True):
             if policy.sensor_quiet(asset) and not any(f.any() for f in findings.fired.values()):
                 continue  # stepping it would change nothing
-            events.extend(
-                policy.step_sensor(
-                    asset,
-                    ts_ms[rows],
-                    findings.signals,
-                    findings.fired,
-                    findings.scores,
-                    findings.limits,
-                    present=findings.present,
-                    model_name=SENSOR_MODEL,
-                    model_version=self.version,
-                    now_ms=now_ms,
-                )
-            )
+            events.extend(self._step(policy, asset, ts_ms[rows], findings, now_ms))
         return events
+
+    def _step(
+        self,
+        policy: AlertPolicy,
+        asset: str,
+        ts_ms: npt.NDArray[np.int64],
+        found: HealthFindings,
+        now_ms: int,
+    ) -> list[AlertEvent]:
+        """One asset's findings through its sensor tracks."""
+        return policy.step_sensor(
+            asset,
+            ts_ms,
+            found.signals,
+            found.fired,
+            found.scores,
+            found.limits,
+            present=found.present,
+            model_name=SENSOR_MODEL,
+            model_version=self.version,
+            now_ms=now_ms,
+        )
 
     def snapshot_asset(self, asset: str) -> dict[str, Any] | None:
         health = self._assets.get(asset)
