@@ -32,11 +32,12 @@ from models.rebaseline import RebaselineConfig
 from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
 from plantwatch.baselines import Baselines
+from plantwatch.batches import window_columns, window_each
 from plantwatch.sensors import SensorWatch
 from plantwatch.settings import Settings
 from stream.config import WindowSettings
 from stream.schema import SensorReading
-from stream.window import PUSHES, AssetWindow, Push
+from stream.window import AssetWindow
 
 SNAPSHOT_VERSION = 1
 FloatArray = npt.NDArray[np.float32]
@@ -98,33 +99,6 @@ class Outcome:
     #: Parked snapshots not restored, or restored only in part (another model version: the
     #: alert state only): (asset, what happened).
     not_restored: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Windowed:
-    """What windowing one batch gave: push outcomes, accepted readings, ready windows."""
-
-    pushes: Counter[str]
-    reordered: int
-    #: Indices of the readings not dropped as late, grouped by asset, in time order.
-    accepted: list[int]
-    #: The ready windows (windows, window, signals), grouped by asset, in time order.
-    batch: FloatArray
-    assets: list[str]
-    ts_ms: npt.NDArray[np.int64]
-    #: Position in the batch's input of the reading that completed each window.
-    sources: npt.NDArray[np.int64]
-    #: The columnar path's batch: every reading's time and raw values (readings, signals),
-    #: NaN where missing; and each asset's accepted readings (rows of those), in order.
-    columns: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
-    accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = field(default_factory=list)
-
-
-_NO_INTS = np.zeros(0, np.int64)
-#: Batches smaller than this take the per-reading path (the same results, less set-up).
-_FEW_READINGS = 8
-_READY = PUSHES.index(Push.READY)
-_LATE = PUSHES.index(Push.LATE)
 
 
 class Monitor:
@@ -214,7 +188,12 @@ class Monitor:
             self._newest_ms = newest if self._newest_ms is None else max(self._newest_ms, newest)
         if self._parked:
             outcome.not_restored = self._unpark({r.asset for r in readings})
-        windowed = self._window_columns(readings) if self.columnar else self._window_each(readings)
+        empty = self._no_windows()
+        windowed = (
+            window_columns(readings, self.model.signals, self._window_for, empty)
+            if self.columnar
+            else window_each(readings, self._window_for, empty)
+        )
         outcome.pushes, outcome.reordered = windowed.pushes, windowed.reordered
         # Sensor health judges every accepted reading, whether or not a window was scored.
         if windowed.columns is None:
@@ -265,112 +244,6 @@ class Monitor:
         if self.learner is not None:
             outcome.swap = self._learn(batch, outcome.scored, eligible)
         return outcome
-
-    def _window_each(self, readings: Sequence[SensorReading]) -> _Windowed:
-        """The per-reading path: each reading pushed on its own (the reference the
-        columnar path is tested against, and the one a stride other than 1 takes anyway)."""
-        order, reordered = _time_order(readings)
-        pushes: Counter[str] = Counter()
-        windows: list[npt.NDArray[np.float32]] = []
-        assets: list[str] = []
-        ts: list[int] = []
-        sources: list[int] = []
-        accepted: list[int] = []
-        for i in order:
-            reading = readings[i]
-            state = self._window_for(reading.asset)
-            result = state.push(reading.ts_ms, reading.values)
-            pushes[result.value] += 1
-            if result is not Push.LATE:
-                accepted.append(i)
-            if result is Push.READY:
-                windows.append(state.window().copy())
-                assets.append(reading.asset)
-                ts.append(reading.ts_ms)
-                sources.append(i)
-        return _Windowed(
-            pushes=pushes,
-            reordered=reordered,
-            accepted=accepted,
-            batch=np.stack(windows) if windows else self._no_windows(),
-            assets=assets,
-            ts_ms=np.asarray(ts, np.int64),
-            sources=np.asarray(sources, np.int64),
-        )
-
-    def _window_columns(self, readings: Sequence[SensorReading]) -> _Windowed:
-        """The columnar path: the batch as arrays once, ordered by asset then time with one
-        stable sort, each asset's run pushed at once (:meth:`AssetWindow.push_many`).
-
-        Exactly :meth:`_window_each`: the same order (assets sorted by name, readings in
-        time order within each, input order among equal times), outcomes and windows.
-        """
-        n = len(readings)
-        if n < _FEW_READINGS:
-            return self._window_each(readings)  # the arrays would cost more than they save
-        signals = self.model.signals
-        names = [r.asset for r in readings]
-        uniq = sorted(set(names))
-        code_of = {a: c for c, a in enumerate(uniq)}
-        codes = np.fromiter((code_of[a] for a in names), np.int64, n)
-        ts = np.fromiter((r.ts_ms for r in readings), np.int64, n)
-        # None becomes NaN; a value infinite as a float32 (1e39) is no value to the window.
-        raw = np.array([[r.values.get(s) for s in signals] for r in readings], np.float64)
-        with np.errstate(over="ignore"):
-            rows = raw.astype(np.float32)
-        order = np.lexsort((ts, codes))
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        starts = np.concatenate([[0], bounds]).tolist()
-        ends = np.concatenate([bounds, [n]]).tolist()
-        results = np.empty(n, np.int8)
-        reordered = 0
-        windows: list[npt.NDArray[np.float32]] = []
-        assets: list[str] = []
-        ts_ready: list[npt.NDArray[np.int64]] = []
-        sources: list[npt.NDArray[np.int64]] = []
-        accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = []
-        for start, end in zip(starts, ends, strict=True):
-            idx = order[start:end]
-            asset = names[int(idx[0])]
-            run_ts = ts[idx]
-            if end - start == 1:
-                pushed, ready = self._push_one(asset, readings[int(idx[0])])
-            else:
-                # Out of time order: older than a reading of the asset that came before it.
-                arrival = np.sort(idx)
-                seen = np.maximum.accumulate(ts[arrival])
-                reordered += int((ts[arrival[1:]] < seen[:-1]).sum())
-                pushed, ready = self._window_for(asset).push_many(run_ts, rows[idx])
-            results[start:end] = pushed
-            accepted_runs.append((asset, idx[pushed != _LATE]))
-            if ready.shape[0]:
-                at = np.flatnonzero(pushed == _READY)
-                windows.append(ready)
-                assets.extend([asset] * ready.shape[0])
-                ts_ready.append(run_ts[at])
-                sources.append(idx[at])
-        counts = np.bincount(results, minlength=len(PUSHES)).tolist()
-        pushes = Counter({p.value: c for p, c in zip(PUSHES, counts, strict=True) if c})
-        return _Windowed(
-            pushes=pushes,
-            reordered=reordered,
-            accepted=order[results != _LATE].tolist(),
-            batch=np.concatenate(windows) if windows else self._no_windows(),
-            assets=assets,
-            ts_ms=np.concatenate(ts_ready) if ts_ready else _NO_INTS,
-            sources=np.concatenate(sources).astype(np.int64) if sources else _NO_INTS,
-            columns=(ts, raw),
-            accepted_runs=[(a, rows) for a, rows in accepted_runs if rows.size],
-        )
-
-    def _push_one(
-        self, asset: str, reading: SensorReading
-    ) -> tuple[npt.NDArray[np.int8], FloatArray]:
-        """A run of one reading: :meth:`AssetWindow.push` costs less than the array set-up."""
-        state = self._window_for(asset)
-        result = state.push(reading.ts_ms, reading.values)
-        code = np.array([PUSHES.index(result)], np.int8)
-        return code, state.window()[None].copy() if result is Push.READY else self._no_windows()
 
     def _no_windows(self) -> FloatArray:
         return np.zeros((0, self.model.window, len(self.model.signals)), np.float32)
@@ -691,17 +564,3 @@ def _runs(assets: Sequence[str]) -> Iterator[tuple[str, int, int]]:
             end += 1
         yield assets[start], start, end
         start = end
-
-
-def _time_order(readings: Sequence[SensorReading]) -> tuple[list[int], int]:
-    """Indices grouped by asset, in time order within each; and how many were out of order."""
-    newest: dict[str, int] = {}
-    reordered = 0
-    for r in readings:
-        last = newest.get(r.asset)
-        if last is not None and r.ts_ms < last:
-            reordered += 1
-        else:
-            newest[r.asset] = r.ts_ms
-    order = sorted(range(len(readings)), key=lambda i: (readings[i].asset, readings[i].ts_ms))
-    return order, reordered
