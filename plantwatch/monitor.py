@@ -310,7 +310,7 @@ class Monitor:
             while j < end:
                 is_open = self.policy.phase(asset) == "open"
                 stop = end
-                saved = None if stop - j == 1 else copy.deepcopy(self._thresholds[asset])
+                saved = None if stop - j == 1 else _copy_threshold(self._thresholds[asset])
                 thr, anom, sev = self._thresholds[asset].update(
                     scores[j:stop], learn=np.full(stop - j, not is_open, dtype=np.bool_)
                 )
@@ -552,6 +552,14 @@ class Monitor:
         self.baselines.forget(gone)
         self.sensors.forget(gone)
         self.policy.forget(gone)
+
+
+def _copy_threshold(threshold: Threshold) -> Threshold:
+    """A deep copy that shares the threshold's frozen config (about 40 % of the copy's
+    cost, which is taken per asset run in case its alert's phase changes mid-run)."""
+    config = getattr(threshold, "config", None)
+    memo: dict[int, Any] = {} if config is None else {id(config): config}
+    return copy.deepcopy(threshold, memo)
 
 
 def _runs(assets: Sequence[str]) -> Iterator[tuple[str, int, int]]:
