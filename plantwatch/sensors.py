@@ -12,11 +12,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from alerts.events import AlertEvent
 from alerts.policy import AlertPolicy
 from models.artifact import TrainedModel
-from models.health import SensorHealth, SensorHealthConfig, SensorHealthProfile
+from models.health import (
+    HealthFindings,
+    SensorHealth,
+    SensorHealthConfig,
+    SensorHealthProfile,
+    check_many,
+)
 from stream.schema import SensorReading
 
 #: The ``model`` name sensor alerts carry (their version is the artifact's).
@@ -63,23 +70,72 @@ class SensorWatch:
             health = self._assets.get(asset)
             if health is None:
                 health = self._assets[asset] = SensorHealth(profile, self.config)
-            found = health.check(values, ts)
-            events.extend(
-                policy.step_sensor(
-                    asset,
-                    ts,
-                    found.signals,
-                    found.fired,
-                    found.scores,
-                    found.limits,
-                    present=found.present,
-                    model_name=SENSOR_MODEL,
-                    model_version=self.version,
-                    now_ms=now_ms,
-                )
-            )
+            events.extend(self._step(policy, asset, ts, health.check(values, ts), now_ms))
             start = end
         return events
+
+    def check_columns(
+        self,
+        runs: Sequence[tuple[str, npt.NDArray[np.intp]]],
+        ts_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        signals: Sequence[str],
+        policy: AlertPolicy,
+        now_ms: int,
+    ) -> list[AlertEvent]:
+        """:meth:`check` on a columnar batch: ``values`` (readings, ``signals``) raw, NaN
+        where missing, ``ts_ms`` their times; ``runs`` each asset's accepted readings (rows,
+        in time order), assets in order. The same findings and events as :meth:`check`, with
+        the assets' rules run side by side (``models.health.check_many``) and an asset's
+        sensor tracks stepped only where a rule flags something or a track is in progress.
+        """
+        profile = self.profile
+        if profile is None or not self.config.enabled or not runs:
+            return []
+        names = list(signals)
+        if tuple(names) != profile.signals:
+            column = {s: j for j, s in enumerate(names)}
+            pad = np.full((values.shape[0], 1), np.nan)
+            values = np.hstack([values, pad])[
+                :, [column.get(s, len(names)) for s in profile.signals]
+            ]
+        healths = []
+        for asset, _ in runs:
+            health = self._assets.get(asset)
+            if health is None:
+                health = self._assets[asset] = SensorHealth(profile, self.config)
+            healths.append(health)
+        found = check_many(
+            healths, [values[rows] for _, rows in runs], [ts_ms[rows] for _, rows in runs]
+        )
+        events: list[AlertEvent] = []
+        for (asset, rows), findings in zip(runs, found, strict=True):
+            if policy.sensor_quiet(asset) and not any(f.any() for f in findings.fired.values()):
+                continue  # stepping it would change nothing
+            events.extend(self._step(policy, asset, ts_ms[rows], findings, now_ms))
+        return events
+
+    def _step(
+        self,
+        policy: AlertPolicy,
+        asset: str,
+        ts_ms: npt.NDArray[np.int64],
+        found: HealthFindings,
+        now_ms: int,
+    ) -> list[AlertEvent]:
+        """One asset's findings through its sensor tracks."""
+        return policy.step_sensor(
+            asset,
+            ts_ms,
+            found.signals,
+            found.fired,
+            found.scores,
+            found.limits,
+            present=found.present,
+            model_name=SENSOR_MODEL,
+            model_version=self.version,
+            now_ms=now_ms,
+        )
 
     def snapshot_asset(self, asset: str) -> dict[str, Any] | None:
         health = self._assets.get(asset)

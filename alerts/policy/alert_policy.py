@@ -14,7 +14,13 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.events import SENSOR_RULES, AlertEvent, AlertKind
-from alerts.policy.columns import _as_cells, _columns, _step_columns
+from alerts.policy.columns import (
+    _absorb_normal,
+    _as_cells,
+    _columns,
+    _dormant_history,
+    _step_columns,
+)
 from alerts.policy.config import SENSOR_ALERT_DEFAULTS, AlertConfig
 from alerts.policy.decision import ANOMALY, Decision, RuleColumns, TrackKey, _check_track
 from alerts.policy.machine import _advance, _resolve_now
@@ -209,6 +215,40 @@ class AlertPolicy:
                 del self._assets[asset]  # nothing left that a fresh state would not be
         found.sort(key=lambda item: (item[0], item[1]))
         return [ev for _, _, ev in found]
+
+    def absorb_normal(
+        self, asset: str, ts_ms: npt.ArrayLike, *, model_name: str, model_version: str
+    ) -> npt.NDArray[np.bool_] | None:
+        """Step the asset's anomaly alert with a column of normal windows at once, if it is
+        quiet (no alert open, nothing anomalous in its k-of-n history): then no event can
+        come out, and the state is what :meth:`step` with one normal :class:`Decision` per
+        window would leave (clock, history, the end of a cooldown). Returns, per window,
+        whether the alert was still cooling after it; ``None``, with nothing done, when the
+        alert is not quiet (step those windows one by one).
+        """
+        ts = np.asarray(ts_ms, dtype=np.int64)
+        state = self._state(asset)
+        self._models[asset] = (model_name, model_version)
+        if state.episode is not None or not _dormant_history(state):
+            return None
+        if ts.shape[0] == 0:
+            return np.zeros(0, np.bool_)
+        clocks = np.maximum.accumulate(ts)
+        if state.clock_ms is not None:
+            clocks = np.maximum(clocks, state.clock_ms)
+        cooling = (clocks < state.cooldown_until_ms) & (state.phase == "cooling")
+        _absorb_normal(state, ts, self.config.n)
+        return np.asarray(cooling, np.bool_)
+
+    def sensor_quiet(self, asset: str) -> bool:
+        """Whether :meth:`step_sensor` with nothing flagged would change nothing for the
+        asset: no sensor track in progress, and no fresh state to drop."""
+        state = self._assets.get(asset)
+        if state is None:
+            return True
+        if any(t.kind == "sensor" for t in state.tracks):
+            return False
+        return not (state.clock_ms is None and not state.tracks and _dormant(state))
 
     def resolve(
         self,

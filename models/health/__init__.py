@@ -77,7 +77,7 @@ from models.health.config import MIN_TRAINING_READINGS, RULES, SensorHealthConfi
 from models.health.findings import HealthFindings
 from models.health.kernels import F64, I64, Bools
 from models.health.profile import PROFILE_VERSION, SensorHealthProfile
-from models.health.rules import SensorHealth
+from models.health.rules import SensorHealth, check_many
 from models.health.snapshot import SNAPSHOT_VERSION
 
 __all__ = [
@@ -93,4 +93,5 @@ __all__ = [
     "SensorHealthConfig",
     "SensorHealthProfile",
     "SensorRule",
+    "check_many",
 ]

@@ -81,7 +81,9 @@ def _unchanged_runs(
     where = np.maximum(at, 0)
     length = np.where(since, count - np.take_along_axis(count, where, axis=0) + 1, run + count)
     stamps = np.full(n, np.nan) if ts is None else ts.astype(np.float64)
-    began = np.where(since, stamps[where], run_start)
+    # One time per reading (n,), or per cell (n, width) when assets are side by side.
+    at_start = stamps[where] if stamps.ndim == 1 else np.take_along_axis(stamps, where, axis=0)
+    began = np.where(since, at_start, run_start)
     return length, began, changed, (new_last, length[-1].copy(), began[-1].copy())
 
 

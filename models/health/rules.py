@@ -3,7 +3,9 @@ readings across batches, so findings do not depend on how readings are cut into 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,8 +105,11 @@ class SensorHealth:
         """
         width = len(self.signals)
         x = _clean(values, width, "readings")
-        n = x.shape[0]
-        stamps = None if ts_ms is None else _check_ts(ts_ms, n)
+        stamps = None if ts_ms is None else _check_ts(ts_ms, x.shape[0])
+        return self._check(x, stamps)
+
+    def _check(self, x: F64, stamps: I64 | None) -> HealthFindings:
+        n, width = x.shape
         present = np.isfinite(x)
         if not self.config.enabled or n == 0:
             empty = np.zeros((n, width), np.bool_)
@@ -133,7 +138,8 @@ class SensorHealth:
         self._last, self._run, self._run_start = carry
         fired = present & (length > self._stuck_limit)
         if stamps is not None:
-            lasted = stamps[:, None].astype(np.float64) - began
+            at = stamps[:, None] if stamps.ndim == 1 else stamps
+            lasted = at.astype(np.float64) - began
             known = np.isfinite(self._stuck_limit_ms) & np.isfinite(began)
             fired &= ~known | (lasted > self._stuck_limit_ms)
         return fired, np.where(fired, length, 0).astype(np.float64)
@@ -198,6 +204,105 @@ class SensorHealth:
         self._last, self._run = carry.last, carry.run
         self._run_start, self._out_run = carry.run_start, carry.out_run
         self._tail = carry.tail[-self._keep :]
+
+
+def check_many(
+    healths: Sequence[SensorHealth], values: Sequence[npt.ArrayLike], ts_ms: Sequence[npt.ArrayLike]
+) -> list[HealthFindings]:
+    """:meth:`SensorHealth.check` for several assets' next readings at once.
+
+    ``healths[i]`` judges ``values[i]`` (n_i, signals) at ``ts_ms[i]`` (n_i,); the
+    findings and the carry state after are exactly those of ``healths[i].check(values[i],
+    ts_ms[i])``. A batch holds a few readings per asset, so one ``check`` per asset pays a
+    few dozen numpy calls on tiny arrays each time; here the assets that share a profile and
+    config and whose band already holds its full history stand side by side as columns of
+    one wide check (every rule is per column and looks only at earlier readings, so rows of
+    NaN, no reading, pad the shorter blocks at their end). The others go one by one.
+    """
+    xs = [_clean(v, len(h.signals), "readings") for h, v in zip(healths, values, strict=True)]
+    stamps = [_check_ts(t, x.shape[0]) for t, x in zip(ts_ms, xs, strict=True)]
+    found: list[HealthFindings | None] = [None] * len(healths)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, health in enumerate(healths):
+        if xs[i].shape[0] and health.config.enabled and health._tail.shape[0] == health._keep:
+            groups.setdefault((id(health.profile), id(health.config)), []).append(i)
+        else:
+            found[i] = health._check(xs[i], stamps[i])
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            found[i] = healths[i]._check(xs[i], stamps[i])
+            continue
+        for i, findings in zip(
+            members,
+            _check_side_by_side(
+                [healths[i] for i in members],
+                [xs[i] for i in members],
+                [stamps[i] for i in members],
+            ),
+            strict=True,
+        ):
+            found[i] = findings
+    return [f for f in found if f is not None]
+
+
+def _check_side_by_side(
+    healths: list[SensorHealth], xs: list[F64], stamps: list[I64]
+) -> list[HealthFindings]:
+    first = healths[0]
+    profile, width, keep = first.profile, len(first.signals), first._keep
+    count = len(healths)
+    rows = max(x.shape[0] for x in xs)
+    x = np.full((rows, count * width), np.nan)
+    ts = np.zeros((rows, count * width), np.int64)
+    for k, (block, t) in enumerate(zip(xs, stamps, strict=True)):
+        x[: block.shape[0], k * width : (k + 1) * width] = block
+        ts[: block.shape[0], k * width : (k + 1) * width] = t[:, None]
+    wide = _wide(profile, first.config, count)
+    wide._last = np.concatenate([h._last for h in healths])
+    wide._run = np.concatenate([h._run for h in healths])
+    wide._run_start = np.concatenate([h._run_start for h in healths])
+    wide._out_run = np.concatenate([h._out_run for h in healths])
+    tail = np.hstack([h._tail for h in healths])
+    wide._tail = tail
+    findings = wide._check(x, ts)
+    # Each asset's band history ends at its own last reading, not at the padding.
+    ext = np.vstack([tail, x])
+    lengths = np.repeat([block.shape[0] for block in xs], width)
+    new_tail = np.take_along_axis(ext, lengths[None, :] + np.arange(keep)[:, None], axis=0)
+    out = []
+    for k, (health, block) in enumerate(zip(healths, xs, strict=True)):
+        cols = slice(k * width, (k + 1) * width)
+        n = block.shape[0]
+        health._last = wide._last[cols].copy()
+        health._run = wide._run[cols].copy()
+        health._run_start = wide._run_start[cols].copy()
+        health._out_run = wide._out_run[cols].copy()
+        health._tail = new_tail[:, cols].copy()
+        out.append(
+            HealthFindings(
+                health.signals,
+                findings.present[:n, cols],
+                {rule: findings.fired[rule][:n, cols] for rule in RULES},
+                {rule: findings.scores[rule][:n, cols] for rule in RULES},
+                dict(health._limits),
+            )
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _wide(profile: SensorHealthProfile, config: SensorHealthConfig, count: int) -> SensorHealth:
+    """One health whose signals are ``count`` copies of the profile's, side by side (its
+    limits are the profile's, repeated; its carry is set before each use)."""
+    tiled: dict[str, Any] = {
+        f.name: np.tile(getattr(profile, f.name), count)
+        for f in dataclasses.fields(profile)
+        if isinstance(getattr(profile, f.name), np.ndarray)
+    }
+    return SensorHealth(
+        dataclasses.replace(profile, signals=profile.signals * count, **tiled), config
+    )
 
 
 def _spike_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:
