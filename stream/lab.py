@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
 from common.reasons import Reason
 from common.timestamps import format_ts, parse_ts
-from stream.schema import DEFAULT_MAX_MESSAGE_BYTES, Rejection
+from stream.schema import DEFAULT_MAX_MESSAGE_BYTES, Rejection, refuse_size, untyped_object
 
 
 class LabResult(msgspec.Struct, frozen=True):
@@ -70,12 +69,10 @@ class LabDecoder:
         self.max_message_bytes = max_message_bytes
 
     def decode(self, raw: bytes | None) -> LabResult | Rejection:
-        if raw is None:
-            return Rejection(Reason.NOT_JSON, "empty message (no value)")
-        if len(raw) > self.max_message_bytes:
-            return Rejection(
-                Reason.OVERSIZE, f"{len(raw)} bytes is over the limit of {self.max_message_bytes}"
-            )
+        refused = refuse_size(raw, self.max_message_bytes)
+        if refused is not None:
+            return refused
+        assert raw is not None
         try:
             wire = self._decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
@@ -95,14 +92,9 @@ class LabDecoder:
 
 def _classify(raw: bytes) -> Rejection:
     """Slow path, only for messages the typed decoder refused: say why."""
-    try:
-        obj: Any = msgspec.json.decode(raw)
-    except UnicodeDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8: {exc}"[:200])
-    except msgspec.DecodeError as exc:
-        return Rejection(Reason.NOT_JSON, str(exc)[:200])
-    if not isinstance(obj, dict):
-        return Rejection(Reason.NOT_OBJECT, f"top level is {type(obj).__name__}, not an object")
+    obj = untyped_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
     missing = [k for k in ("asset", "ts", "target", "value") if obj.get(k) is None]
     if missing:
         return Rejection(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")

@@ -85,12 +85,10 @@ class ReadingDecoder:
         self.max_message_bytes = max_message_bytes
 
     def decode(self, raw: bytes | None) -> SensorReading | Rejection:
-        if raw is None:
-            return Rejection(Reason.NOT_JSON, "empty message (no value)")
-        if len(raw) > self.max_message_bytes:
-            return Rejection(
-                Reason.OVERSIZE, f"{len(raw)} bytes is over the limit of {self.max_message_bytes}"
-            )
+        refused = refuse_size(raw, self.max_message_bytes)
+        if refused is not None:
+            return refused
+        assert raw is not None
         try:
             wire = self._decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
@@ -125,8 +123,22 @@ class ReadingDecoder:
         return SensorReading(asset, ts_ms, dict(values))
 
 
-def _classify(raw: bytes) -> Rejection:
-    """Slow path, only for messages the typed decoder refused: say exactly why."""
+def refuse_size(raw: bytes | None, max_message_bytes: int) -> Rejection | None:
+    """The refusal of a message with no value or over the size limit, else ``None``: the
+    first check of every decoder of the Kafka edge (readings, lab results)."""
+    if raw is None:
+        return Rejection(Reason.NOT_JSON, "empty message (no value)")
+    if len(raw) > max_message_bytes:
+        return Rejection(
+            Reason.OVERSIZE, f"{len(raw)} bytes is over the limit of {max_message_bytes}"
+        )
+    return None
+
+
+def untyped_object(raw: bytes) -> dict[str, Any] | Rejection:
+    """Slow path of every decoder, for a message its typed decoder refused: the message as a
+    plain JSON object, or why it is none (not UTF-8, not JSON, NaN or a number out of
+    range, not an object)."""
     try:
         obj: Any = msgspec.json.decode(raw)
     except UnicodeDecodeError as exc:
@@ -141,6 +153,14 @@ def _classify(raw: bytes) -> Rejection:
         return Rejection(Reason.NOT_JSON, str(exc)[:200])
     if not isinstance(obj, dict):
         return Rejection(Reason.NOT_OBJECT, f"top level is {type(obj).__name__}, not an object")
+    return obj
+
+
+def _classify(raw: bytes) -> Rejection:
+    """Slow path, only for messages the typed decoder refused: say exactly why."""
+    obj = untyped_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
     missing = [k for k in ("asset", "ts", "values") if k not in obj]
     if missing:
         return Rejection(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
