@@ -86,12 +86,16 @@ def test_segments_excluded_rows_and_calibration() -> None:
     assert data["train"]["excluded_rows"] == 30
     assert data["validation"]["excluded_rows"] == 10
 
-    # Calibration = the scorer's scores of exactly those validation windows.
+    # Calibration = the scorer's scores of exactly the training windows, then the validation
+    # ones: fewer validation windows than a tail needs, and PCA's own training scores are
+    # unbiased, so both calibrate.
     calib = model.metadata["calibration"]
-    assert calib["source"] == "validation"
+    assert calib["source"] == "training+validation"
     rows = model.normalizer.transform(np.nan_to_num(values))
-    windows = windows_from_segments(rows, [(480, 600), (1000, 1050), (1060, 1100)], WINDOW)
-    np.testing.assert_array_equal(model.calibration_scores, model.scorer.score_batch(windows)[0])
+    train = windows_from_segments(rows, [(0, 200), (230, 480), (600, 1000)], WINDOW)
+    val = windows_from_segments(rows, [(480, 600), (1000, 1050), (1060, 1100)], WINDOW)
+    expected = np.concatenate([model.scorer.score_batch(w)[0] for w in (train, val)])
+    np.testing.assert_array_equal(model.calibration_scores, expected)
     # No window touched an excluded row: all calibration scores look normal.
     assert model.calibration_scores.max() < 50 * np.median(model.calibration_scores)
 
@@ -109,9 +113,30 @@ def test_missing_values_are_filled_or_dropped() -> None:
     assert np.isfinite(model.normalizer.mean).all()
 
 
+def test_validation_thinner_than_a_tail_is_pooled_only_for_unbiased_scorers() -> None:
+    values = history(1500)
+    pca = train_model(values, SIGNALS, window=WINDOW, validation_fraction=0.2)
+    assert pca.metadata["calibration"]["source"] == "training+validation"
+    assert "fewer than a tail needs" in pca.metadata["calibration"]["note"]
+    training = pca.metadata["training"]
+    assert pca.calibration_scores.size == training["train_windows"] + training["validation_windows"]
+    # A deep model scores its own training windows low: those never calibrate it.
+    deep = train_model(
+        values, SIGNALS, scorer="lstm-forecaster", window=WINDOW, validation_fraction=0.2,
+        epochs=1,
+    )  # fmt: skip
+    assert deep.metadata["calibration"]["source"] == "validation"
+    # Plenty of validation windows: held-out scores alone, for PCA too.
+    long = train_model(history(4000), SIGNALS, window=WINDOW, validation_fraction=0.2)
+    assert long.metadata["calibration"]["source"] == "validation"
+
+
 def test_small_validation_falls_back_to_training_scores() -> None:
     values = history(300)
-    model = train_model(values, SIGNALS, window=WINDOW, validation_fraction=0.1)
+    model = train_model(
+        values, SIGNALS, scorer="lstm-forecaster", window=WINDOW, validation_fraction=0.1,
+        epochs=1,
+    )  # fmt: skip
     calib = model.metadata["calibration"]
     assert model.metadata["training"]["validation_windows"] < MIN_CALIBRATION_WINDOWS
     assert calib["source"] == "training"

@@ -20,6 +20,9 @@ from models.baseline.inputs import (
 )
 from models.protocol import ErrorArray, FloatArray, contribution_shares
 
+#: The time-delay embedding of a univariate model: each reading with the 7 before it.
+UNIVARIATE_LAGS = 8
+
 
 class PCAScorer:
     """Hotelling T² plus Q (squared prediction error) on a PCA model of normal readings.
@@ -47,6 +50,26 @@ class PCAScorer:
     A constant signal (normalised to 0 in training) has no variance, so it never enters the
     principal subspace: any later movement shows up in Q and is attributed to it.
 
+    **Few signals: a time-delay embedding.** With one signal, PCA of single readings is only
+    a check of the value against its training range: a spike or a burst of noise inside the
+    range, the common anomalies of a univariate stream, scores as normal. So each reading is
+    taken with the ``lags - 1`` readings before it, and the model is fitted on those
+    ``lags x signals`` vectors (the trajectory matrix of singular spectrum analysis): the
+    subspace holds the signal's normal local shape (level, slope, the cycle), Q whatever
+    breaks it. ``lags`` defaults to 8 for one signal and to 1 (plain readings) for more,
+    where the relations between signals carry the information (measured: bench/univariate.py
+    for one signal; SKAB and the simulator, 5-8 signals, are the evidence for plain
+    readings; nothing was measured between). Contributions of a signal's lags are summed, so
+    they stay per signal.
+
+    A single signal has no relations to keep, and its level is what drifts in the streams
+    one signal comes in (traffic that grows, a temperature that wanders, a level that moves
+    and stays): a model of the level floods for as long as the new level lasts. So by
+    default (``centre``) a univariate model takes each embedded vector relative to its own
+    mean and judges the local shape alone: a spike, a burst of noise, a step's edge, a
+    change of the cycle. How far the level itself may go is the sensor-health envelope's
+    call (``out_of_range``), which sits beside every model.
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> base = rng.normal(size=(500, 1))
@@ -62,6 +85,10 @@ class PCAScorer:
     """
 
     name = "pca"
+    #: A covariance from this many readings per feature scores its own training readings
+    #: about as it scores new ones (T²'s in-sample bias is ~features/readings), so training
+    #: windows may calibrate a threshold when held-out ones are few (models.training).
+    unbiased_in_sample_rows = 20
 
     def __init__(
         self,
@@ -71,6 +98,8 @@ class PCAScorer:
         variance: float = 0.95,
         tail: int = 4,
         max_components: int | None = None,
+        lags: int | None = None,
+        centre: bool | None = None,
     ) -> None:
         self.n_signals = positive_int(n_signals, "n_signals")
         self.window = positive_int(window, "window")
@@ -81,27 +110,48 @@ class PCAScorer:
         self.max_components = (
             None if max_components is None else positive_int(max_components, "max_components")
         )
+        wanted = (UNIVARIATE_LAGS if self.n_signals == 1 else 1) if lags is None else lags
+        # Every scored reading of the tail needs its lags inside the window.
+        self.lags = min(positive_int(wanted, "lags"), self.window - self.tail + 1)
+        #: The dimension PCA works in: every signal at each of its lags.
+        self.n_features = self.n_signals * self.lags
+        #: Each embedded vector taken relative to its own mean: the local shape only.
+        self.centre = (self.n_signals == 1 and self.lags > 1) if centre is None else bool(centre)
         self._mean: F64 | None = None
-        self._components: F64 = np.zeros((self.n_signals, 0))
+        self._components: F64 = np.zeros((self.n_features, 0))
         self._eigvals: F64 = np.zeros(0)
         self._scales: F64 = np.ones(2)
-        self._phi: F64 = np.eye(self.n_signals)
-        self._phi_diag: F64 = np.ones(self.n_signals)
+        self._phi: F64 = np.eye(self.n_features)
+        self._phi_diag: F64 = np.ones(self.n_features)
 
     @property
     def n_components(self) -> int:
         return int(self._components.shape[1])
+
+    def _embed(self, rows: F64) -> F64:
+        """Each reading of ``rows`` (..., steps, signals) with its ``lags - 1`` predecessors:
+        (..., steps - lags + 1, lags * signals), lag-major (oldest first)."""
+        if self.lags == 1:
+            return rows
+        view = np.lib.stride_tricks.sliding_window_view(rows, self.lags, axis=-2)
+        # view: (..., steps - lags + 1, signals, lags) -> (..., steps - lags + 1, lags, signals)
+        view = np.swapaxes(view, -1, -2)
+        if self.centre:
+            view = view - view.mean(axis=-2, keepdims=True)
+        return view.reshape(*view.shape[:-2], self.n_features)
 
     def fit(self, segments: Sequence[FloatArray], *, seed: int = 0) -> dict[str, Any]:
         """Fit the PCA model on every reading of ``segments``; ``seed`` is unused (no
         randomness) and accepted for the protocol."""
         started = time.perf_counter()
         segs = check_segments(segments, self.n_signals)
-        readings = np.concatenate(segs, axis=0) if segs else np.zeros((0, self.n_signals))
+        vectors = [self._embed(seg) for seg in segs if seg.shape[0] >= self.lags]
+        readings = np.concatenate(vectors, axis=0) if vectors else np.zeros((0, self.n_features))
         if readings.shape[0] < 2:
             raise ValueError(
                 f"PCA needs at least 2 normal readings to estimate a covariance; got "
                 f"{readings.shape[0]}"
+                + (f" (each with its {self.lags - 1} predecessors)" if self.lags > 1 else "")
             )
         mean = readings.mean(axis=0)
         centred = readings - mean
@@ -128,7 +178,7 @@ class PCAScorer:
         q = (resid * resid).sum(axis=-1)
         # Floors keep the ratio finite when an index is identically ~0 in training (no
         # components, or data exactly inside the subspace): then any deviation is a big score.
-        q_floor = 1e-6 * max(total / self.n_signals, 1.0)
+        q_floor = 1e-6 * max(total / self.n_features, 1.0)
         scales = np.array([max(float(t2.mean()), 1e-6), max(float(q.mean()), q_floor)])
         self._set_model(mean, components, lam, scales)
         per_reading = t2[:, 0] / scales[0] + q[:, 0] / scales[1]
@@ -152,27 +202,33 @@ class PCAScorer:
         For online learning (:mod:`models.online`), which fine-tunes a *copy* of the serving
         scorer. PCA has no weights to nudge, so this is a refit from scratch with the same
         ``variance``, ``tail`` and ``max_components`` (the number of components may change).
-        Only each window's newest reading is used: with stride-1 windows that counts every
-        reading of the stream once instead of ``window`` times. ``epochs``, ``lr_scale`` and
-        ``seed`` are accepted for the common fine-tune signature and unused.
+        Only each window's newest reading (with its lags) is used: with stride-1 windows that
+        counts every reading of the stream once instead of ``window`` times. ``epochs``,
+        ``lr_scale`` and ``seed`` are accepted for the common fine-tune signature and unused.
         """
         arr = check_windows(windows, self.window, self.n_signals)
-        metrics = self.fit([arr[:, -1, :].astype(np.float32)], seed=seed)
+        if self.lags == 1:
+            segments = [arr[:, -1, :].astype(np.float32)]
+        else:
+            # One segment per window, its newest reading with the lags before it.
+            segments = list(arr[:, -self.lags :, :].astype(np.float32))
+        metrics = self.fit(segments, seed=seed)
         metrics["windows"] = int(arr.shape[0])
         return metrics
 
     def window_errors(self, windows: FloatArray) -> ErrorArray:
         """Per-window held-out error (B,) for online validation: a negative log-likelihood.
 
-        The negative log-likelihood (nats) of each window's newest reading under the
-        model's Gaussian (probabilistic PCA: the kept components with their eigenvalues,
+        The negative log-likelihood (nats) of each window's newest reading (with its lags)
+        under the model's Gaussian (probabilistic PCA: the kept components with their eigenvalues,
         the residual directions sharing the variance left over). Not the PCA score, which
         is divided by its own training means, so a candidate fitted on broad, noisy windows
         would score everything low and win; the log-likelihood charges for that breadth.
         """
         if self._mean is None:
             raise RuntimeError("PCAScorer is not fitted; call fit() or load a trained model")
-        readings = check_windows(windows, self.window, self.n_signals)[:, -1, :]
+        arr = check_windows(windows, self.window, self.n_signals)
+        readings = self._embed(arr[:, -self.lags :, :])[:, -1, :]
         n_signals, k = self._components.shape
         centred = readings - self._mean
         t = centred @ self._components
@@ -190,12 +246,13 @@ class PCAScorer:
         return nll
 
     def pooled_error(self, window_errors: ErrorArray) -> float:
-        """``exp(mean negative log-likelihood / signals)``: the per-signal likelihood ratio.
+        """``exp(mean negative log-likelihood / dimension)``: the per-dimension likelihood
+        ratio (a dimension is a signal at one lag).
 
         Positive, so that a ratio of two models' errors means something; a ratio <= 1 is
         exactly "at least as likely".
         """
-        return math.exp(float(window_errors.mean()) / self.n_signals)
+        return math.exp(float(window_errors.mean()) / self.n_features)
 
     def copy(self) -> Self:
         """An independent copy through ``get_config`` + ``state_tensors`` (never pickled)."""
@@ -207,7 +264,7 @@ class PCAScorer:
         self._eigvals = lam
         self._scales = scales
         t2_matrix = (components / lam) @ components.T if lam.size else 0.0
-        residual_matrix = np.eye(self.n_signals) - components @ components.T
+        residual_matrix = np.eye(self.n_features) - components @ components.T
         self._phi = t2_matrix / scales[0] + residual_matrix / scales[1]
         # Phi_jj > 0 for every signal (it lies in the subspace or off it); the floor only
         # guards rounding.
@@ -226,7 +283,7 @@ class PCAScorer:
         batch = arr.shape[0]
         if batch == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.n_signals), np.float32)
-        x = arr[:, -self.tail :, :] - self._mean
+        x = self._embed(arr[:, -(self.tail + self.lags - 1) :, :]) - self._mean
         t2, resid = self._decompose(x)
         per_reading = t2 / self._scales[0] + (resid * resid).sum(axis=-1) / self._scales[1]
         scores = per_reading.mean(axis=1)
@@ -236,8 +293,9 @@ class PCAScorer:
         # alone is reconstructed. Non-negative, and for a fault in one signal that signal
         # gets the largest share (Cauchy-Schwarz on the positive semi-definite Phi).
         phi_x = x @ self._phi
-        rbc = phi_x * phi_x / self._phi_diag
-        return scores.astype(np.float32), contribution_shares(rbc.mean(axis=1))
+        rbc = (phi_x * phi_x / self._phi_diag).mean(axis=1)
+        per_signal = rbc.reshape(batch, self.lags, self.n_signals).sum(axis=1)
+        return scores.astype(np.float32), contribution_shares(per_signal)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -248,6 +306,8 @@ class PCAScorer:
             "tail": self.tail,
             "max_components": self.max_components,
             "n_components": self.n_components,
+            "lags": self.lags,
+            "centre": self.centre,
         }
 
     def state_tensors(self) -> dict[str, npt.NDArray[Any]]:
@@ -272,12 +332,16 @@ class PCAScorer:
             variance=float(config.get("variance", 0.95)),
             tail=config_int(config, "tail"),
             max_components=None if max_components is None else int(max_components),
+            # Artifacts from before the embedding scored plain readings.
+            lags=config_int(config, "lags") if "lags" in config else 1,
+            centre=bool(config.get("centre", False)),
         )
+        dim = scorer.n_features
         k = config.get("n_components")
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n_signals:
-            raise ValueError(f"config['n_components'] must be in 0..{n_signals}, got {k!r}")
-        mean = state_tensor(tensors, "mean", (n_signals,), "f").astype(np.float64)
-        comps = state_tensor(tensors, "components", (n_signals, k), "f").astype(np.float64)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= dim:
+            raise ValueError(f"config['n_components'] must be in 0..{dim}, got {k!r}")
+        mean = state_tensor(tensors, "mean", (dim,), "f").astype(np.float64)
+        comps = state_tensor(tensors, "components", (dim, k), "f").astype(np.float64)
         lam = state_tensor(tensors, "eigvals", (k,), "f").astype(np.float64)
         scales = state_tensor(tensors, "scales", (2,), "f").astype(np.float64)
         finite = all(np.isfinite(a).all() for a in (mean, comps, lam, scales))
