@@ -38,6 +38,7 @@ BENCHES = (
     Bench("bench_simulator", ("--quick",)),
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),
+    Bench("univariate", ("--seeds", "1"), ("--seeds", "3")),
     Bench("chaos", ("--kills", "5", "--produce-s", "40")),
     Bench(
         "e2e_broker",
