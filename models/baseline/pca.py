@@ -50,7 +50,7 @@ class PCAScorer:
     A constant signal (normalised to 0 in training) has no variance, so it never enters the
     principal subspace: any later movement shows up in Q and is attributed to it.
 
-    **Few signals: a time-delay embedding.** With one signal, PCA of single readings is only
+    **One signal: a time-delay embedding.** With one signal, PCA of single readings is only
     a check of the value against its training range: a spike or a burst of noise inside the
     range, the common anomalies of a univariate stream, scores as normal. So each reading is
     taken with the ``lags - 1`` readings before it, and the model is fitted on those
@@ -115,8 +115,10 @@ class PCAScorer:
         self.lags = min(positive_int(wanted, "lags"), self.window - self.tail + 1)
         #: The dimension PCA works in: every signal at each of its lags.
         self.n_features = self.n_signals * self.lags
-        #: Each embedded vector taken relative to its own mean: the local shape only.
-        self.centre = (self.n_signals == 1 and self.lags > 1) if centre is None else bool(centre)
+        #: Each embedded vector taken relative to its own mean: the local shape only (never
+        #: for plain readings, which centring would make all zero).
+        wants_centre = self.n_signals == 1 if centre is None else bool(centre)
+        self.centre = wants_centre and self.lags > 1
         self._mean: F64 | None = None
         self._components: F64 = np.zeros((self.n_features, 0))
         self._eigvals: F64 = np.zeros(0)
