@@ -101,10 +101,7 @@ def train(n_assets: int, hours: float) -> TrainedModel:
             plant_seed=PLANT_SEED,
         )
     )
-    chunk = sim.generate()
-    per = chunk.values.shape[0]
-    values = chunk.values.transpose(1, 0, 2).reshape(-1, chunk.values.shape[2])
-    segments = [(a * per, (a + 1) * per) for a in range(n_assets)]
+    values, segments = sim.generate().by_asset()
     return train_model(values, SIGNALS, segments=segments, scorer="pca", window=32)
 
 

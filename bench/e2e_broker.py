@@ -65,6 +65,7 @@ from stream.broker import LocalBroker, free_port
 from stream.files import Table
 from stream.schema import encode_reading
 from stream.simulator import SIGNALS, PlantSimulator, SimConfig
+from stream.simulator.chunks import Chunk
 from stream.simulator.kafka_sink import produce
 
 PERIOD_MS = 1000
@@ -118,6 +119,19 @@ def fill_topic(bootstrap: str, topic: str, n_assets: int, steps: int, partitions
     return int(summary.readings)
 
 
+def history_table(chunk: Chunk) -> Table:
+    """A simulated history as the table ``train_table`` takes: asset after asset."""
+    values, _ = chunk.by_asset()
+    return Table(
+        ts_ms=chunk.ts_ms.T.reshape(-1).astype(np.int64),
+        signals=tuple(SIGNALS),
+        values=values.astype(np.float64),
+        assets=np.repeat(np.array(chunk.assets, dtype=object), chunk.n_steps),
+        labels=None,
+        time_column="ts",
+    )
+
+
 def train(
     scorer: str,
     n_assets: int,
@@ -130,25 +144,16 @@ def train(
     """Train on simulator history through the train command's path; save the artifact."""
     steps = history_s * 1000 // PERIOD_MS
     start_ms = int(time.time() * 1000) - 86_400_000
-    chunk = simulator(n_assets, steps, start_ms, seed=1).generate()
-    n_t, n_a, n_s = chunk.values.shape
-    table = Table(
-        ts_ms=chunk.ts_ms.T.reshape(-1).astype(np.int64),
-        signals=tuple(SIGNALS),
-        values=chunk.values.transpose(1, 0, 2).reshape(-1, n_s).astype(np.float64),
-        assets=np.repeat(np.array(chunk.assets, dtype=object), n_t),
-        labels=None,
-        time_column="ts",
-    )
+    table = history_table(simulator(n_assets, steps, start_ms, seed=1).generate())
     hyper: dict[str, Any] = {}
     if scorer not in ("pca", "river-hst"):
         hyper["epochs"] = epochs
         if max_windows:
-            hyper["train_stride"] = max(1, n_t * n_a // max_windows)
+            hyper["train_stride"] = max(1, len(table) // max_windows)
     started = time.monotonic()
     model = train_table(table, load_settings(env={}), scorer=scorer, window=window, **hyper)
     path = model.save(out / scorer, overwrite=True)
-    say(f"trained {scorer} on {n_t * n_a:,} rows in {time.monotonic() - started:.0f} s")
+    say(f"trained {scorer} on {len(table):,} rows in {time.monotonic() - started:.0f} s")
     return Path(path)
 
 

@@ -16,16 +16,13 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_broker import simulator
+from e2e_broker import history_table, simulator
 
 from plantwatch.backtest import train_table
 from plantwatch.monitor import Monitor
 from plantwatch.settings import load_settings
-from stream.files import Table
 from stream.schema import SensorReading
 from stream.simulator import SIGNALS
 
@@ -40,16 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     n_assets, first = args.assets, 10
-    chunk = simulator(n_assets, 600, START_MS - 86_400_000, seed=1).generate()
-    n_t, _, n_s = chunk.values.shape
-    table = Table(
-        ts_ms=chunk.ts_ms.T.reshape(-1).astype(np.int64),
-        signals=tuple(SIGNALS),
-        values=chunk.values.transpose(1, 0, 2).reshape(-1, n_s).astype(np.float64),
-        assets=np.repeat(np.array(chunk.assets, dtype=object), n_t),
-        labels=None,
-        time_column="ts",
-    )
+    table = history_table(simulator(n_assets, 600, START_MS - 86_400_000, seed=1).generate())
     settings = load_settings(env={})
     hyper = {} if args.scorer in ("pca", "river-hst") else {"epochs": args.epochs}
     model = train_table(table, settings, scorer=args.scorer, window=32, **hyper)

@@ -107,11 +107,7 @@ def trained_model(n_assets: int, *, hours: float = 24.0, period_ms: int = 1000) 
             plant_seed=PLANT_SEED,
         )
     )
-    chunk = sim.generate()
-    # (T, A, S) -> per asset contiguous rows
-    values = chunk.values.transpose(1, 0, 2).reshape(-1, chunk.values.shape[2])
-    per = chunk.values.shape[0]
-    segments = [(a * per, (a + 1) * per) for a in range(n_assets)]
+    values, segments = sim.generate().by_asset()
     from stream.simulator import SIGNALS
 
     return train_model(values, SIGNALS, segments=segments, scorer="pca", window=32)

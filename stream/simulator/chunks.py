@@ -46,6 +46,13 @@ class Chunk:
         """Asset index of each reading in time order (length ``n_readings``)."""
         return np.tile(np.arange(len(self.assets), dtype=np.int64), self.n_steps)
 
+    def by_asset(self) -> tuple[FloatArray, list[tuple[int, int]]]:
+        """Every reading asset after asset (rows x signals) and each asset's row range: the
+        history shape :func:`models.training.train_model` takes."""
+        per = self.n_steps
+        values = self.values.transpose(1, 0, 2).reshape(-1, self.values.shape[2])
+        return values, [(a * per, (a + 1) * per) for a in range(len(self.assets))]
+
     def fault_kind_names(self) -> npt.NDArray[np.str_]:
         """Kind name of each reading in time order; ``""`` outside faults."""
         names = np.array(["", *FAULT_KINDS])
