@@ -39,6 +39,7 @@ BENCHES = (
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),
     Bench("univariate", ("--seeds", "1"), ("--seeds", "3")),
+    Bench("process", ("--seeds", "1"), ("--seeds", "3")),
     Bench("chaos", ("--kills", "5", "--produce-s", "40")),
     Bench(
         "e2e_broker",

@@ -131,6 +131,34 @@ def test_validation_thinner_than_a_tail_is_pooled_only_for_unbiased_scorers() ->
     assert long.metadata["calibration"]["source"] == "validation"
 
 
+def many_signals(n_rows: int, seed: int) -> np.ndarray:
+    """40 signals: 3 shared factors and each signal's own noise (a process unit's shape)."""
+    rng = np.random.default_rng(seed)
+    loadings = np.random.default_rng(99).normal(size=(3, 40))
+    return rng.normal(size=(n_rows, 3)) @ loadings + 0.5 * rng.normal(size=(n_rows, 40))
+
+
+def test_a_history_too_short_for_its_signals_calibrates_on_a_cross_fit() -> None:
+    # 240 training readings of 40 signals: a covariance scores its own readings low, so
+    # training scores would put the threshold under what new normal data scores.
+    names = [f"s{j}" for j in range(40)]
+    model = train_model(many_signals(300, seed=0), names, window=WINDOW)
+    calib = model.metadata["calibration"]
+    assert calib["source"] == "cross-fit+validation"
+    assert "fitted without the part it scored" in calib["note"]
+    assert calib["windows"] == model.calibration_scores.size
+    fresh = model.normalizer.transform(many_signals(2000, seed=1))
+    new_scores = model.scorer.score_batch(windows_from_segments(fresh, [(0, 2000)], WINDOW))[0]
+    # New normal windows pass the 99th percentile of the training windows' own scores
+    # several times as often as 1 %; the cross-fit's 99th percentile holds.
+    in_sample_p99 = model.metadata["training"]["train_score"]["p99"]
+    assert float(np.mean(new_scores > in_sample_p99)) > 0.04
+    assert float(np.mean(new_scores > np.quantile(model.calibration_scores, 0.99))) < 0.02
+    # The same signals with enough history are scored in-sample, as before.
+    long = train_model(many_signals(1200, seed=0), names, window=WINDOW)
+    assert long.metadata["calibration"]["source"] == "training+validation"
+
+
 def test_small_validation_falls_back_to_training_scores() -> None:
     values = history(300)
     model = train_model(
