@@ -199,7 +199,8 @@ class Metrics:
             ),
             deliveries=Counter(
                 "plantwatch_deliveries",
-                "Messages produced (alerts, predictions, dead letters), by delivery result.",
+                "Messages produced (alerts, predictions, dead letters), by delivery result "
+                "(stalled: still in flight when a flush timed out, then waited for again).",
                 ["result"],
                 registry=reg,
             ),
@@ -288,7 +289,7 @@ class Metrics:
                 metrics.alerts.labels(severity=severity, event=event)
         for result in ("ok", "error"):
             metrics.commits.labels(result=result)
-        for result in ("delivered", "failed"):
+        for result in ("delivered", "failed", "stalled"):
             metrics.deliveries.labels(result=result)
         # Without these the drift and skipped-window panels say "No data" rather than 0 and
         # the drift rule has nothing to compare until the first event (found by a real

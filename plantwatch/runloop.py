@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from alerts.metrics import Metrics
 from alerts.notices import NOTICE_SCHEMA, Notice, encode_notice
@@ -58,6 +58,22 @@ from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
 
 log = logging.getLogger(__name__)
+
+#: Commit errors that say the broker or the group coordinator is out of reach for now
+#: (an outage, a broker restarting, a coordinator moving), not that the commit is wrong.
+_RETRIABLE_COMMIT = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._WAIT_COORD,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
+_COMMIT_RETRY_S = 1.0
 
 
 @dataclass
@@ -402,16 +418,74 @@ class RunLoop:
         )
 
     def _flush(self) -> None:
+        """Wait for every delivery report; raise if a message failed.
+
+        Messages still in flight at ``flush_timeout_s`` (none refused, no fatal error) mean
+        the broker is unreachable or slow: librdkafka keeps retrying them, so the flush is
+        waited out again, each time logged and counted (``deliveries_total{result=
+        "stalled"}``), for up to ``delivery.outage_wait_s`` in all. A broker back within it
+        gets them in order and the loop carries on as if nothing happened.
+        """
         if self._publisher is None:
             return
-        try:
-            report = self._publisher.flush(self.settings.delivery.flush_timeout_s)
-        except DeliveryError as exc:
-            self.metrics.count_deliveries(exc.delivered, len(exc.failures) + exc.undelivered)
-            # Nothing of this batch is committed; the process exits and a restart replays
-            # from the last checkpoint, re-sending under the same alert ids.
-            raise
-        self.metrics.count_deliveries(report.delivered)
+        delivery = self.settings.delivery
+        started = time.monotonic()
+        delivered = 0
+        while True:
+            try:
+                report = self._publisher.flush(delivery.flush_timeout_s)
+            except DeliveryError as exc:
+                delivered += exc.delivered
+                waited = time.monotonic() - started
+                stalled = not exc.failures and exc.fatal_error is None and exc.undelivered > 0
+                if stalled and waited < delivery.outage_wait_s:
+                    self.metrics.deliveries.labels(result="stalled").inc(exc.undelivered)
+                    log.warning(
+                        "%d message(s) still undelivered after %.0f s: waiting for the broker "
+                        "(nothing is committed meanwhile; giving up after %.0f s)",
+                        exc.undelivered,
+                        waited,
+                        delivery.outage_wait_s,
+                    )
+                    continue
+                self.metrics.count_deliveries(delivered, len(exc.failures) + exc.undelivered)
+                # Nothing of this batch is committed; the process exits and a restart
+                # replays from the last checkpoint, re-sending under the same alert ids.
+                raise
+            self.metrics.count_deliveries(delivered + report.delivered)
+            if time.monotonic() - started >= delivery.flush_timeout_s:
+                log.info("delivered after %.0f s: the broker is back", time.monotonic() - started)
+            return
+
+    def _commit(self) -> None:
+        """Commit the offsets processed so far, retrying a commit refused for a retriable
+        reason (broker or coordinator unreachable) for up to ``delivery.outage_wait_s``."""
+        if self._source is None:
+            return
+        started = time.monotonic()
+        while True:
+            try:
+                self._source.commit(self._uncommitted)
+            except KafkaException as exc:
+                self.metrics.commits.labels(result="error").inc()
+                err = exc.args[0] if exc.args else None
+                waited = time.monotonic() - started
+                if (
+                    isinstance(err, KafkaError)
+                    and err.code() in _RETRIABLE_COMMIT
+                    and waited < self.settings.delivery.outage_wait_s
+                ):
+                    log.warning(
+                        "offset commit failed (%s) after %.0f s: retrying", err.name(), waited
+                    )
+                    time.sleep(_COMMIT_RETRY_S)
+                    continue
+                raise
+            except Exception:
+                self.metrics.commits.labels(result="error").inc()
+                raise
+            self.metrics.commits.labels(result="ok").inc()
+            return
 
     def checkpoint(self) -> None:
         """Write the state of changed assets, flush, then commit offsets (in this order).
@@ -442,12 +516,7 @@ class RunLoop:
         self._flush()
         self._dirty.clear()
         if self._uncommitted.next_offsets:
-            try:
-                self._source.commit(self._uncommitted)
-            except Exception:
-                self.metrics.commits.labels(result="error").inc()
-                raise
-            self.metrics.commits.labels(result="ok").inc()
+            self._commit()
             self._uncommitted = Batch()
         self.stats.checkpoints += 1
         self._last_checkpoint_s = time.monotonic()

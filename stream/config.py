@@ -179,3 +179,8 @@ class DeliverySettings(Config, frozen=True, kw_only=True):
     transactional_id: str | None = None
     flush_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: At-least-once: how long a flush whose messages are still in flight (none refused)
+    #: and a commit refused for a retriable reason (the broker or the group coordinator
+    #: unreachable) keep waiting before the monitor gives up and exits. Under librdkafka's
+    #: ``message.timeout.ms`` (300 s by default), which would fail the messages itself.
+    outage_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 240.0
