@@ -42,8 +42,6 @@ Progress to stderr; the markdown table and the command to stdout (and ``--json``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import shlex
@@ -60,9 +58,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from univariate import _events
-
-from plantwatch.cli import main as plantwatch
+from univariate import backtest_flags, spans
 
 F = npt.NDArray[np.float64]
 INTERVAL_S = 180
@@ -242,25 +238,11 @@ def run_one(
     label = np.zeros(train + test, dtype=np.int64)
     if kind != "normal":
         label[train + onset :] = 1
-    src, out = work / f"{kind}-{seed}.csv", work / f"{kind}-{seed}-out.csv"
+    src = work / f"{kind}-{seed}.csv"
     _write(src, np.vstack([history, run]), label)
-    args = ["backtest", "--input", str(src), "--train-rows", str(train)]
-    args += ["--labels", "label", "--out", str(out)]
-    for item in sets:
-        args += ["--set", item]
-    if scorer:
-        args += ["--scorer", scorer]
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        code = plantwatch(args)
-    if code != 0:
-        raise SystemExit(f"{kind} seed {seed}: plantwatch backtest exited {code}")
-    lines = out.read_text().splitlines()
-    header = [h.strip('"') for h in lines[0].split(",")]
-    col = {h: i for i, h in enumerate(header)}
-    rows = [line.split(",") for line in lines[1:]]
-    pred = np.array([r[col["anomaly"]] == "1" for r in rows])
-    truth = np.array([r[col["label"]] == "1" for r in rows])
-    alerts = _events(pred)
+    split = ["--train-rows", str(train)]
+    pred, truth = backtest_flags(src, split, sets, scorer, f"{kind} seed {seed}")
+    alerts = spans(pred)
     first_fault = int(np.argmax(truth)) if truth.any() else len(truth)
     false = sum(a < first_fault for a, _ in alerts)
     later = [a for a, b in alerts if b > first_fault]

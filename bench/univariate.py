@@ -177,19 +177,21 @@ def _write(path: Path, x: F, y: Ints) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _events(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+def spans(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """The (start, end) row ranges where ``mask`` is true, end exclusive."""
     edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def run_one(
-    kind: str, seed: int, sets: list[str], work: Path, scorer: str | None = None
-) -> dict[str, Any]:
-    x, y = KINDS[kind](np.random.default_rng(seed))
-    src, out = work / f"{kind}-{seed}.csv", work / f"{kind}-{seed}-out.csv"
-    _write(src, x, y)
-    args = ["backtest", "--input", str(src), "--train-fraction", str(TRAIN_FRACTION)]
-    args += ["--labels", "label", "--out", str(out)]
+def backtest_flags(
+    src: Path, split: list[str], sets: list[str], scorer: str | None, what: str
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """``plantwatch backtest`` on ``src`` (a CSV with a ``label`` column) as a user runs
+    it, ``split`` saying what trains (``--train-fraction F`` or ``--train-rows N``), and
+    per scored row: (an alert is open, the row is labelled). ``what`` names the run in
+    an error."""
+    out = src.with_name(f"{src.stem}-out.csv")
+    args = ["backtest", "--input", str(src), *split, "--labels", "label", "--out", str(out)]
     for item in sets:
         args += ["--set", item]
     if scorer:
@@ -197,15 +199,26 @@ def run_one(
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         code = plantwatch(args)
     if code != 0:
-        raise SystemExit(f"{kind} seed {seed}: plantwatch backtest exited {code}")
+        raise SystemExit(f"{what}: plantwatch backtest exited {code}")
     lines = out.read_text().splitlines()
     header = [h.strip('"') for h in lines[0].split(",")]
     col = {h: i for i, h in enumerate(header)}
     rows = [line.split(",") for line in lines[1:]]
-    pred = np.array([r[col["anomaly"]] == "1" for r in rows])
-    label = np.array([r[col["label"]] == "1" for r in rows])
-    truth = _events(label)
-    alerts = _events(pred)
+    pred = np.array([r[col["anomaly"]] == "1" for r in rows], dtype=bool)
+    label = np.array([r[col["label"]] == "1" for r in rows], dtype=bool)
+    return pred, label
+
+
+def run_one(
+    kind: str, seed: int, sets: list[str], work: Path, scorer: str | None = None
+) -> dict[str, Any]:
+    x, y = KINDS[kind](np.random.default_rng(seed))
+    src = work / f"{kind}-{seed}.csv"
+    _write(src, x, y)
+    split = ["--train-fraction", str(TRAIN_FRACTION)]
+    pred, label = backtest_flags(src, split, sets, scorer, f"{kind} seed {seed}")
+    truth = spans(label)
+    alerts = spans(pred)
     # An alert that overlaps a labelled event (or opens within a window after it) counts
     # for it; any other alert is false.
     slack = 32

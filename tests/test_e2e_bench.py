@@ -8,33 +8,18 @@ asserted: numbers belong in docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.bench_scripts import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str) -> ModuleType:
-    """``bench/`` is not a package: load a script as a module (registered, for dataclasses)."""
-    key = f"plantwatch_bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, REPO / "bench" / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load bench/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_histogram_quantile_interpolates_within_the_bucket() -> None:
-    quantile = _load("e2e_monitor").histogram_quantile
+    quantile = load_bench("e2e_monitor").histogram_quantile
     buckets = {0.01: 0.0, 0.1: 50.0, 1.0: 100.0, float("inf"): 100.0}
     assert quantile(0.5, buckets) == pytest.approx(0.1)
     assert quantile(0.75, buckets) == pytest.approx(0.55)
@@ -47,7 +32,7 @@ def test_quick_run_through_the_broker(
 ) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     out = tmp_path / "e2e.json"
-    code = _load("e2e_broker").main(
+    code = load_bench("e2e_broker").main(
         [
             "--scorers",
             "pca",

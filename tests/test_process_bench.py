@@ -7,32 +7,14 @@ cross-fitted calibration, fault-free test runs had 15 % of their rows under an a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.bench_scripts import load_bench
 
-
-def _load_bench() -> ModuleType:
-    """``bench/`` is not a package: load the script as a module (registered, for dataclasses)."""
-    name = "plantwatch_bench_process"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "process.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load bench/process.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-process = _load_bench()
+process = load_bench("process")
 RUN = {"signals": 52, "train": 500, "test": 960, "onset": 160, "sets": []}
 
 

@@ -6,11 +6,8 @@ The pure parsing helpers are tested everywhere; the runs need the SKAB data at
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -18,6 +15,7 @@ import torch
 
 from plantwatch.settings import load_settings
 from stream.files import read_table
+from tests.bench_scripts import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 SKAB = REPO.parent / "shared" / "datasets" / "skab"
@@ -27,21 +25,7 @@ needs_skab = pytest.mark.skipif(
 )
 
 
-def _load_bench() -> ModuleType:
-    """``bench/`` is not a package: load the script as a module (registered, for dataclasses)."""
-    name = "plantwatch_bench_skab"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "skab.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load bench/skab.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-skab = _load_bench()
+skab = load_bench("skab")
 
 KEYS = (
     "f1",

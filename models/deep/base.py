@@ -7,6 +7,7 @@ architecture, its training loss and its per-signal error.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ from models.deep.training import (
     train_module,
 )
 from models.protocol import ErrorArray, FloatArray
+
+log = logging.getLogger(__name__)
 
 _MODEL_PREFIX = "model."
 _ERROR_SCALE_KEY = "error_scale"
@@ -87,6 +90,8 @@ class DeepScorer(ABC):
         self.train_config = train
         self.device = pick_device(device)
         self.inference = InferenceOptions() if inference is None else inference
+        #: Why bf16 autocast could not run this model here (then every chunk is fp32).
+        self.bf16_unavailable: str | None = None
         self.error_scale: FloatArray = np.ones(n_signals, dtype=np.float32)
         self.module: nn.Module = self._build_module().to(self.device).eval()
 
@@ -215,11 +220,32 @@ class DeepScorer(ABC):
             for start in range(0, arr.shape[0], chunk):
                 stop = min(start + chunk, arr.shape[0])
                 batch = torch.from_numpy(arr[start:stop]).to(self.device)
-                bf16 = bf16_from is not None and stop - start >= bf16_from
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    errors = self._signal_errors(self.module, batch)
+                bf16 = (
+                    bf16_from is not None
+                    and stop - start >= bf16_from
+                    and self.bf16_unavailable is None
+                )
+                errors = self._chunk_errors(batch, bf16)
                 out[start:stop] = errors.float().cpu().numpy()
         return out
+
+    def _chunk_errors(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
+        """One chunk's errors, under bf16 autocast when asked and this platform runs it:
+        some CPU builds have no bf16 kernel for a layer (oneDNN's LSTM on CPUs without
+        native bf16), which is said once and answered in fp32 from then on."""
+        if bf16:
+            try:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    return self._signal_errors(self.module, batch)
+            except RuntimeError as exc:
+                self.bf16_unavailable = str(exc).splitlines()[0]
+                log.warning(
+                    "%s: bf16 inference is not available on this %s (%s); scoring in fp32",
+                    self.name,
+                    self.device.type,
+                    self.bf16_unavailable,
+                )
+        return self._signal_errors(self.module, batch)
 
     def window_errors(self, windows: npt.ArrayLike) -> ErrorArray:
         """Per-window held-out error (B,) for online validation: mean unscaled squared error.
