@@ -166,13 +166,7 @@ class RunLoop:
         if n_state is not None and n_state == counts.get(s.topics.sensors):
             self._state_partitions = n_state
         self.metrics.set_model(self.monitor.model.name, self.monitor.model.version)
-        self._publisher = AlertPublisher(
-            s.kafka.client_config(),
-            s.topics.alerts,
-            transactional_id=self._transactional_id() if self.exactly_once else None,
-        )
-        if self.exactly_once:
-            self._publisher.init_transactions(s.delivery.flush_timeout_s)
+        self._publisher = self._new_publisher()
         signals = list(self.model.signals)
         if self.quality is not None:
             # The quality models' inputs are readings too (the anomaly model ignores them).
@@ -276,10 +270,31 @@ class RunLoop:
         ):
             self.checkpoint()
 
+    def _new_publisher(self) -> AlertPublisher:
+        s = self.settings
+        publisher = AlertPublisher(
+            s.kafka.client_config(),
+            s.topics.alerts,
+            transactional_id=self._transactional_id() if self.exactly_once else None,
+        )
+        if self.exactly_once:
+            publisher.init_transactions(s.delivery.flush_timeout_s)
+        return publisher
+
     def _step_transaction(self, batch: Batch) -> None:
         """Exactly-once: dead letters, alerts, state and offsets commit together, or not at all."""
         if self._source is None or self._publisher is None:
             return
+        if self._source.outage_seen:
+            # After every broker was lost, librdkafka's transactional producer can hang in
+            # send_offsets_to_transaction on the group coordinator it cached
+            # (confluentinc/librdkafka#5456, #5511): a fresh producer with the same
+            # transactional id finds it anew (and fences the old one). No transaction is
+            # open between batches, so nothing is lost.
+            self._source.outage_seen = False
+            log.warning("the brokers were unreachable: starting a fresh transactional producer")
+            self._publisher.close()
+            self._publisher = self._new_publisher()
         publisher = self._publisher
         publisher.begin_transaction()
         try:

@@ -253,6 +253,9 @@ class SensorSource:
         if stats_cb is not None:
             conf.setdefault("statistics.interval.ms", "5000")
             conf["stats_cb"] = stats_cb
+        #: Set when the client lost every broker (an outage); cleared by whoever acts on it.
+        self.outage_seen = False
+        conf["error_cb"] = self._on_error
         self._consumer = Consumer(conf)
         self._topics = list(topics)
         callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
@@ -301,6 +304,15 @@ class SensorSource:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors (served from consume): logged; losing every
+        broker is remembered in ``outage_seen``."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.outage_seen = True
+            log.warning("Kafka consumer error: %s (%s)", err.str(), err.name())
+        else:
+            log.debug("Kafka consumer error: %s (%s)", err.str(), err.name())
 
 
 def route_rejected(rejected: Sequence[Rejected], dlq_topic: str, produce: ProduceFn) -> None:
