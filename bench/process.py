@@ -58,7 +58,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from univariate import backtest_flags, spans
+from univariate import add_run_options, backtest_flags, by_kind, chosen_kinds, spans
 
 F = npt.NDArray[np.float64]
 INTERVAL_S = 180
@@ -285,20 +285,13 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated (default: all)")
-    p.add_argument("--seeds", type=int, default=3, help="plants per kind (default 3)")
+    add_run_options(p, KINDS)
     p.add_argument("--signals", type=int, default=52, help="signals per plant (default 52)")
     p.add_argument("--train", type=int, default=500, help="normal training rows (default 500)")
     p.add_argument("--test", type=int, default=960, help="rows per test run (default 960)")
     p.add_argument("--onset", type=int, default=160, help="fault's first test row (160)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--scorer", help="plantwatch backtest's --scorer (default: its default)")
-    p.add_argument("--json", type=Path, help="write every run's counts here")
     args = p.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown:
-        p.error(f"unknown kinds {unknown}; known: {', '.join(KINDS)}")
+    kinds = chosen_kinds(p, args, KINDS)
     if not 0 < args.onset < args.test:
         p.error(f"--onset must lie inside the test run (1..{args.test - 1})")
     results: list[dict[str, Any]] = []
@@ -331,10 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         "| reference FAR % | reference detection rate % |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for kind in [*kinds, "all"]:
-        rows = results if kind == "all" else [r for r in results if r["kind"] == kind]
+    for name, rows in by_kind(results, kinds):
         s = _summary(rows)
-        name = f"**{kind}**" if kind == "all" else kind
         detected = f"{s['detected']}/{s['runs']}" if s["runs"] else "–"
         delay = "–" if s["delay"] is None else f"{s['delay']:.0f}"
         dr = "–" if s["dr_pct"] is None else f"{s['dr_pct']:.1f}"

@@ -37,7 +37,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,18 +255,40 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated (default: all)")
+def add_run_options(p: argparse.ArgumentParser, known: Sequence[str]) -> None:
+    """The options a generated-stream bench shares: kinds, seeds, settings, scorer, JSON."""
+    p.add_argument("--kinds", default=",".join(known), help="comma-separated (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per kind (default 3)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--scorer", help="plantwatch backtest's --scorer (default: its default)")
     p.add_argument("--json", type=Path, help="write every run's counts here")
-    args = p.parse_args(argv)
+
+
+def chosen_kinds(
+    p: argparse.ArgumentParser, args: argparse.Namespace, known: Sequence[str]
+) -> list[str]:
+    """``--kinds`` as a list, or a usage error naming the unknown ones."""
     kinds = [k for k in args.kinds.split(",") if k]
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - set(known))
     if unknown:
-        p.error(f"unknown kinds {unknown}; known: {', '.join(KINDS)}")
+        p.error(f"unknown kinds {unknown}; known: {', '.join(known)}")
+    return kinds
+
+
+def by_kind(
+    results: list[dict[str, Any]], kinds: Sequence[str]
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Each kind's runs under its table name, then every run as ``**all**``."""
+    for kind in kinds:
+        yield kind, [r for r in results if r["kind"] == kind]
+    yield "**all**", results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_run_options(p, list(KINDS))
+    args = p.parse_args(argv)
+    kinds = chosen_kinds(p, args, list(KINDS))
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,10 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Command: `{cmd.strip()}`\n")
     print("| kind | F1 | FAR % | MAR % | detected | false alerts | event F1 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for kind in [*kinds, "all"]:
-        rows = results if kind == "all" else [r for r in results if r["kind"] == kind]
+    for name, rows in by_kind(results, kinds):
         s = _summary(rows)
-        name = f"**{kind}**" if kind == "all" else kind
         print(
             f"| {name} | {s['f1']:.2f} | {s['far_pct']:.2f} | {s['mar_pct']:.1f} | "
             f"{s['detected']}/{s['events']} | {s['false_alerts']} | {s['event_f1']:.2f} |"

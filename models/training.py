@@ -386,19 +386,20 @@ def train_model(
     train_scores = _score_blocks(model, train_blocks, window)
     val_scores = _score_blocks(model, val_blocks, window)
     thin = n_val_windows < TAIL_CALIBRATION_WINDOWS
+    honest = _unbiased_in_sample(model, train_blocks)
+    short = (
+        f"{n_val_windows} validation windows are fewer than a tail needs "
+        f"({TAIL_CALIBRATION_WINDOWS})"
+    )
     cross = None
-    if (
-        thin
-        and hasattr(model, "unbiased_in_sample_rows")
-        and not _unbiased_in_sample(model, train_blocks)
-    ):
+    if thin and not honest and hasattr(model, "unbiased_in_sample_rows"):
         # Too few readings per feature for honest training scores (a covariance of 52
         # signals from 400 readings scores them ~15 % low, and a slow disturbance makes the
         # next hours score higher still): the training windows are scored as held out.
         cross = _cross_fit_scores(
             lambda: create_scorer(scorer, n_signals, window, **hyper), train_blocks, window, seed
         )
-    if thin and _unbiased_in_sample(model, train_blocks):
+    if thin and honest:
         # A short history: a tail fitted to a few hundred held-out windows under-reaches
         # (measured on univariate streams: thresholds under the normal maximum, a false
         # alert every day or two). Where training scores are as honest as held-out ones,
@@ -406,20 +407,17 @@ def train_model(
         calibration = np.concatenate([train_scores, val_scores])
         source = "training+validation"
         note = (
-            f"{n_val_windows} validation windows are fewer than a tail needs "
-            f"({TAIL_CALIBRATION_WINDOWS}); calibrated on the training windows too, whose "
-            f"scores a {scorer} model does not bias"
+            f"{short}; calibrated on the training windows too, whose scores a {scorer} "
+            "model does not bias"
         )
     elif cross is not None:
         calibration = np.concatenate([cross, val_scores])
         source = "cross-fit+validation"
         note = (
-            f"{n_val_windows} validation windows are fewer than a tail needs "
-            f"({TAIL_CALIBRATION_WINDOWS}) and {sum(b.shape[0] for b in train_blocks)} "
-            f"training readings too few for {getattr(model, 'n_features', n_signals)} "
-            "features to score "
-            f"honestly; the training windows were scored by {CROSS_FIT_FOLDS} models, each "
-            "fitted without the part it scored"
+            f"{short} and {sum(b.shape[0] for b in train_blocks)} training readings too few "
+            f"for {getattr(model, 'n_features', n_signals)} features to score honestly; the "
+            f"training windows were scored by {CROSS_FIT_FOLDS} models, each fitted without "
+            "the part it scored"
         )
     elif n_val_windows >= MIN_CALIBRATION_WINDOWS:
         calibration, source, note = val_scores, "validation", ""
