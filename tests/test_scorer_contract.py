@@ -413,6 +413,68 @@ def test_pca_all_constant_signals() -> None:
     np.testing.assert_array_equal(again.score_batch(windows)[0], scores)
 
 
+def _many_signal_plant(rows: int, seed: int) -> np.ndarray:
+    """40 signals driven by 5 slow shared factors plus their own noise."""
+    rng = np.random.default_rng(seed)
+    factors = np.zeros((rows, 5))
+    for i in range(1, rows):
+        factors[i] = 0.95 * factors[i - 1] + rng.normal(scale=0.3, size=5)
+    loadings = np.random.default_rng(99).normal(size=(5, 40))
+    return (factors @ loadings + 0.3 * rng.normal(size=(rows, 40))).astype(np.float32)
+
+
+def test_pca_judges_one_signal_among_many_on_its_own() -> None:
+    """A bias on one signal of 40 is a small share of the combined T²+Q index, but far out
+    against that signal's own training level: the separate statistics see it."""
+    train = _many_signal_plant(4000, seed=1)
+    test = _many_signal_plant(3000, seed=2)
+    mu, sd = train.mean(axis=0), train.std(axis=0)
+    train, test = (train - mu) / sd, (test - mu) / sd
+    windows = np.lib.stride_tricks.sliding_window_view(test, 16, axis=0).transpose(0, 2, 1)
+    faulty = windows[::16][:100].copy()
+    faulty[:, -4:, 7] += 1.2  # four times that signal's own noise, on the newest readings
+
+    def margin(scorer: PCAScorer) -> float:
+        scorer.fit([train])
+        normal = scorer.score_batch(np.ascontiguousarray(windows))[0]
+        return float(np.median(scorer.score_batch(faulty)[0]) / np.quantile(normal, 0.999))
+
+    separate, combined = margin(PCAScorer(40, 16)), margin(PCAScorer(40, 16, separate=False))
+    # Below their own 99th percentile the separate statistics say nothing: most normal
+    # windows score exactly the combined index, none lower.
+    both, alone = PCAScorer(40, 16), PCAScorer(40, 16, separate=False)
+    both.fit([train])
+    alone.fit([train])
+    normal = np.ascontiguousarray(windows[::7])
+    with_separate, combined_only = both.score_batch(normal)[0], alone.score_batch(normal)[0]
+    assert (with_separate >= combined_only).all()
+    assert np.mean(with_separate == combined_only) > 0.9
+    assert separate > 1.5, separate
+    assert combined < 1.0, combined
+    # A model saved before the separate statistics existed still loads and scores alone.
+    old = PCAScorer(40, 16, separate=False)
+    old.fit([train])
+    config = old.get_config()
+    del config["separate"]
+    again = PCAScorer.from_state(config, old.state_tensors())
+    assert not again.separate
+    np.testing.assert_array_equal(again.score_batch(faulty)[0], old.score_batch(faulty)[0])
+
+
+def test_pca_separate_statistics_round_trip_and_refuse_bad_scales() -> None:
+    pca = PCAScorer(N_SIGNALS, WINDOW)
+    assert pca.separate and not PCAScorer(1, WINDOW).separate
+    rows = Normalizer.fit(raw := plant_readings(1000, seed=5)).transform(raw)
+    pca.fit([rows])
+    windows = as_windows(rows)[:40]
+    again = PCAScorer.from_state(pca.get_config(), pca.state_tensors())
+    np.testing.assert_array_equal(again.score_batch(windows)[0], pca.score_batch(windows)[0])
+    tensors = pca.state_tensors()
+    tensors["statistic_scales"][0] = 0.0
+    with pytest.raises(ValueError, match="statistic scales"):
+        PCAScorer.from_state(pca.get_config(), tensors)
+
+
 def test_baselines_refuse_nan() -> None:
     pca = PCAScorer(2, 4)
     with pytest.raises(ValueError, match="NaN"):
