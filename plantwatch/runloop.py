@@ -452,7 +452,7 @@ class RunLoop:
         if self.quality is None or self._publisher is None:
             return
         q = self.quality.process(
-            list(outcome.kept), batch.lab_results, self.monitor.policy, now_ms=_now_ms()
+            outcome.kept, batch.lab_results, self.monitor.policy, now_ms=_now_ms()
         )
         events, withheld = self.monitor.policy.screen(q.events)
         q.events = events

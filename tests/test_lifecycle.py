@@ -7,6 +7,7 @@ it is alerted within a few windows wherever it is judged.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -44,7 +45,7 @@ def model() -> TrainedModel:
 
 
 def readings(
-    start: int, n: int, *, fault: range = range(0), run: float | None = None, seed: int = 1
+    start: int, n: int, *, fault: Container[int] = range(0), run: float | None = None, seed: int = 1
 ) -> list[SensorReading]:
     """``n`` readings a second from reading ``start``; those in ``fault`` broken; ``run``
     the value of the mode signal, when given."""
@@ -369,3 +370,28 @@ def test_monitor_commands_ack_and_refuse_an_unknown_alert() -> None:
     out = monitor.process(readings(200, 50, fault=range(150, 400), seed=9), now_ms=T0,
                           commands=[shelve])  # fmt: skip
     assert [e.shelved_until for e in out.events] == [format_ts(T0 + 260 * STEP)]
+
+
+def test_lifecycle_metrics_exist_from_the_start_and_count() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from alerts.metrics import Metrics
+
+    metrics = Metrics.create(CollectorRegistry())
+    get = metrics.registry.get_sample_value
+    for reason in ("maintenance", "stopped", "startup"):
+        assert get("plantwatch_assets_suppressed", {"reason": reason}) == 0.0
+        assert get("plantwatch_readings_suppressed_total", {"reason": reason}) == 0.0
+    assert get("plantwatch_commands_total", {"command": "ack", "result": "applied"}) == 0.0
+    metrics.count_commands(
+        [("ack", "applied"), ("ack", "duplicate"), ("shelve", "unknown_alert")], invalid=2
+    )
+    metrics.count_suppressed({"maintenance": 5}, withheld=3)
+    metrics.set_lifecycle(1, 2, {"stopped": 4})
+    assert get("plantwatch_commands_total", {"command": "ack", "result": "applied"}) == 1.0
+    assert get("plantwatch_commands_total", {"command": "shelve", "result": "unknown_alert"}) == 1
+    assert get("plantwatch_commands_total", {"command": "invalid", "result": "rejected"}) == 2.0
+    assert get("plantwatch_readings_suppressed_total", {"reason": "maintenance"}) == 5.0
+    assert get("plantwatch_alert_events_shelved_total") == 3.0
+    assert (get("plantwatch_alerts_acknowledged"), get("plantwatch_alerts_shelved")) == (1, 2)
+    assert get("plantwatch_assets_suppressed", {"reason": "stopped"}) == 4.0
