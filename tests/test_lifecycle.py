@@ -370,6 +370,12 @@ def test_monitor_commands_ack_and_refuse_an_unknown_alert() -> None:
     out = monitor.process(readings(200, 50, fault=range(150, 400), seed=9), now_ms=T0,
                           commands=[shelve])  # fmt: skip
     assert [e.shelved_until for e in out.events] == [format_ts(T0 + 260 * STEP)]
+    # Its end, on the asset's reading time, announces the still-open alert again.
+    out = monitor.process(readings(250, 20, fault=range(150, 400), seed=10), now_ms=T0)
+    assert [(e.event, e.shelved_until, e.alert_id) for e in out.events] == [
+        ("updated", None, opened.alert_id)
+    ]
+    assert out.events[0].reason.startswith("shelving ended at")
 
 
 def test_lifecycle_metrics_exist_from_the_start_and_count() -> None:
