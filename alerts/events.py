@@ -4,6 +4,10 @@ Every field DESIGN fixes is here under its documented name and type; the extra f
 (``peak_score``, ``ratio``, ``reason``, ``window_at``, ``kind``) explain the alert to an
 operator and are additive, so a consumer written against DESIGN's example keeps working.
 
+``acknowledged_by``/``acknowledged_at`` and ``shelved_until``/``shelved_by`` (additive too,
+``null`` by default) carry an operator's acknowledgement and shelving of the alert
+(``plantwatch.commands``) on every event of the alert from then on.
+
 ``kind`` says what raised the alert: ``anomaly`` (the model's score over its threshold, the
 default, so an event written before the field existed decodes as one), ``sensor`` (a
 sensor-health rule, one of :data:`SENSOR_RULES`, named at the start of ``reason``, its signal
@@ -93,6 +97,14 @@ class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     window_at: str
     kind: AlertKind = "anomaly"
+    #: Who acknowledged the alert and when (RFC 3339), from the ``ack`` command on; ``null``
+    #: while unacknowledged.
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    #: Until when (reading time, RFC 3339) and by whom the alert is shelved; ``null`` when
+    #: it is not. While shelved, the ``updated`` events its condition causes are withheld.
+    shelved_until: str | None = None
+    shelved_by: str | None = None
 
 
 _ENCODER = msgspec.json.Encoder()

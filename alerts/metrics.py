@@ -26,7 +26,7 @@ import contextlib
 import json
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -60,6 +60,13 @@ LAB_RESULTS = ("joined", "unmatched", "duplicate", "unknown_target")
 DRIFT_KINDS = ("score", "signal", "anomaly")
 #: ``plantwatch_windows_skipped_total{reason}``: why a ready window was not scored.
 SKIP_REASONS = ("stale", "missing")
+#: ``plantwatch_commands_total{command,result}``: the operator commands (``invalid``: one
+#: that did not decode) and what became of them (``rejected``: to the dead-letter topic).
+COMMANDS = ("ack", "shelve", "unshelve", "maintenance_start", "maintenance_end", "invalid")
+COMMAND_RESULTS = ("applied", "duplicate", "unknown_alert", "rejected")
+#: Why an asset is not alerted on (``plantwatch_assets_suppressed{reason}``,
+#: ``plantwatch_readings_suppressed_total{reason}``).
+SUPPRESSION_REASONS = ("maintenance", "stopped", "startup")
 
 
 class MetricsSettings(Config, frozen=True, kw_only=True):
@@ -107,6 +114,12 @@ class Metrics:
     quality_coverage: Gauge
     quality_predictions: Counter
     quality_lab_results: Counter
+    commands: Counter
+    readings_suppressed: Counter
+    alert_events_shelved: Counter
+    alerts_acknowledged: Gauge
+    alerts_shelved: Gauge
+    assets_suppressed: Gauge
     _state: _SeriesState = field(repr=False)
 
     @classmethod
@@ -276,6 +289,41 @@ class Metrics:
                 ["result"],
                 registry=reg,
             ),
+            commands=Counter(
+                "plantwatch_commands",
+                "Operator commands consumed, by command and result (applied, duplicate: done "
+                "already, unknown_alert and rejected: sent to the dead-letter topic).",
+                ["command", "result"],
+                registry=reg,
+            ),
+            readings_suppressed=Counter(
+                "plantwatch_readings_suppressed",
+                "Readings not processed (not scored, not alerted on, nothing learned) because "
+                "their asset was in maintenance, stopped or starting up, by reason.",
+                ["reason"],
+                registry=reg,
+            ),
+            alert_events_shelved=Counter(
+                "plantwatch_alert_events_shelved",
+                "Alert updates withheld because their alert was shelved by an operator.",
+                registry=reg,
+            ),
+            alerts_acknowledged=Gauge(
+                "plantwatch_alerts_acknowledged",
+                "Open alerts an operator has acknowledged.",
+                registry=reg,
+            ),
+            alerts_shelved=Gauge(
+                "plantwatch_alerts_shelved",
+                "Open alerts an operator has shelved.",
+                registry=reg,
+            ),
+            assets_suppressed=Gauge(
+                "plantwatch_assets_suppressed",
+                "Assets not alerted on now, by reason (maintenance, stopped, startup).",
+                ["reason"],
+                registry=reg,
+            ),
             _state=_SeriesState(),
         )
         for result in LAB_RESULTS:
@@ -298,6 +346,12 @@ class Metrics:
             metrics.drift_events.labels(kind=kind)
         for reason in SKIP_REASONS:
             metrics.windows_skipped.labels(reason=reason)
+        for command in COMMANDS:
+            for result in COMMAND_RESULTS:
+                metrics.commands.labels(command=command, result=result)
+        for reason in SUPPRESSION_REASONS:
+            metrics.readings_suppressed.labels(reason=reason)
+            metrics.assets_suppressed.labels(reason=reason)
         return metrics
 
     # -- per-asset series, capped ----------------------------------------------------------
@@ -407,6 +461,31 @@ class Metrics:
         """Count published alert events by severity and event."""
         for event in events:
             self.alerts.labels(severity=event.severity, event=event.event).inc()
+
+    def count_commands(self, results: Iterable[tuple[str, str]], *, invalid: int = 0) -> None:
+        """Count operator commands: (command, result) each, ``result`` ``applied``,
+        ``duplicate`` or a dead-letter reason (``unknown_alert``: counted so; any other:
+        ``rejected``); ``invalid`` commands did not decode (dead-lettered)."""
+        for command, result in results:
+            label = result if result in COMMAND_RESULTS else "rejected"
+            self.commands.labels(command=command, result=label).inc()
+        if invalid:
+            self.commands.labels(command="invalid", result="rejected").inc(invalid)
+
+    def count_suppressed(self, readings: Mapping[str, int], *, withheld: int = 0) -> None:
+        """Count readings not processed, by suppression reason, and updates withheld."""
+        for reason, n in readings.items():
+            if n:
+                self.readings_suppressed.labels(reason=reason).inc(n)
+        if withheld:
+            self.alert_events_shelved.inc(withheld)
+
+    def set_lifecycle(self, acknowledged: int, shelved: int, suppressed: Mapping[str, int]) -> None:
+        """Set the acknowledged and shelved alert gauges and the suppressed assets by reason."""
+        self.alerts_acknowledged.set(acknowledged)
+        self.alerts_shelved.set(shelved)
+        for reason in SUPPRESSION_REASONS:
+            self.assets_suppressed.labels(reason=reason).set(suppressed.get(reason, 0))
 
     def count_deliveries(self, delivered: int, failed: int = 0) -> None:
         """Count delivery reports (from ``AlertPublisher.flush`` or a ``DeliveryError``)."""

@@ -1,9 +1,11 @@
 """What the monitor says about itself, on its own topic (``plantwatch.notices``).
 
 The alert topic carries alert events only. Drift detected, an asset re-baselined after a
-sustained benign change, a model swapped or rolled back: each is a ``plantwatch.notice/v1``
-record keyed by asset, with ``notice`` naming what happened, ``at`` the reading time it
-refers to (RFC 3339) and ``detail`` a small JSON object whose fields depend on ``notice``.
+sustained benign change, a model swapped or rolled back, a maintenance window opened or
+closed, an asset's operating mode changed (stopped, starting up, running): each is a
+``plantwatch.notice/v1`` record keyed by asset, with ``notice`` naming what happened, ``at``
+the reading time it refers to (RFC 3339) and ``detail`` a small JSON object whose fields
+depend on ``notice``.
 
 >>> n = Notice(notice="rebaselined", asset="pump-1", at="2026-11-28T21:00:00.000Z",
 ...            detail={"alert_id": "8473ed89648083735d8da7c5c20c7e6e"})
@@ -21,7 +23,17 @@ import msgspec
 
 NOTICE_SCHEMA: Final = "plantwatch.notice/v1"
 
-NoticeKind = Literal["drift", "rebaselined", "model_swap", "model_rollback"]
+NoticeKind = Literal[
+    "drift",
+    "rebaselined",
+    "model_swap",
+    "model_rollback",
+    # An asset taken out of service for maintenance, and returned to it.
+    "maintenance_started",
+    "maintenance_ended",
+    # An asset's operating mode changed: stopped, startup (its grace) or running.
+    "operating_mode",
+]
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,3 +33,9 @@ class Reason(enum.StrEnum):
     #: The record key is not the reading's ``asset`` (or there is no key): the partition,
     #: hence the process that owns the asset's state, is chosen by the key.
     KEY_MISMATCH = "key_mismatch"
+    #: An operator command (``plantwatch.commands``) whose schema or ``command`` is not one
+    #: this plantwatch knows.
+    UNKNOWN_COMMAND = "unknown_command"
+    #: An operator command naming an alert that is not open for its asset in the process
+    #: that owns the asset (never opened, already resolved, or another asset's).
+    UNKNOWN_ALERT = "unknown_alert"

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from alerts.events import AlertEvent
 from alerts.notices import Notice
 from alerts.policy import AlertConfig, AlertPolicy, Decision
+from common.reasons import Reason
 from models.artifact import TrainedModel
 from models.drift import DriftConfig, DriftEvent, DriftMonitor
 from models.health import SensorHealthConfig
@@ -33,10 +34,12 @@ from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
 from plantwatch.baselines import Baselines
 from plantwatch.batches import window_columns, window_each
+from plantwatch.lifecycle import Lifecycle, MaintenanceConfig, OperatingModeConfig, Screened
 from plantwatch.sensors import SensorWatch
 from plantwatch.settings import Settings
 from stream.config import WindowSettings
-from stream.schema import SensorReading
+from stream.operator import OperatorCommand
+from stream.schema import Rejection, SensorReading
 from stream.window import AssetWindow
 
 SNAPSHOT_VERSION = 1
@@ -62,6 +65,26 @@ class Scored:
 
     def __len__(self) -> int:
         return len(self.assets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Scored], n_signals: int) -> Scored:
+        """The parts' windows one after the other (each part grouped by asset)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(n_signals)
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            assets=[a for p in parts for a in p.assets],
+            ts_ms=np.concatenate([p.ts_ms for p in parts]),
+            source_index=np.concatenate([p.source_index for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            thresholds=np.concatenate([p.thresholds for p in parts]),
+            anomalous=np.concatenate([p.anomalous for p in parts]),
+            severity=np.concatenate([p.severity for p in parts]),
+            contributions=np.concatenate([p.contributions for p in parts]),
+            alert_open=np.concatenate([p.alert_open for p in parts]),
+        )
 
     @classmethod
     def empty(cls, n_signals: int) -> Scored:
@@ -99,6 +122,17 @@ class Outcome:
     #: Parked snapshots not restored, or restored only in part (another model version: the
     #: alert state only): (asset, what happened).
     not_restored: list[tuple[str, str]] = field(default_factory=list)
+    #: Per operator command given, in order: ``applied``, ``duplicate``, or the rejection
+    #: that sends it to the dead-letter topic (an unknown alert).
+    commands: list[str | Rejection] = field(default_factory=list)
+    #: Readings not processed because their asset was not alerted on, by reason
+    #: (``maintenance``, ``stopped``, ``startup``).
+    suppressed: Counter[str] = field(default_factory=Counter)
+    #: ``updated`` events withheld because their alert is shelved.
+    withheld: int = 0
+    #: The readings that were processed (the batch less the suppressed ones): what the
+    #: quality service is given, so that it learns nothing during a suppression either.
+    kept: Sequence[SensorReading] = ()
 
 
 class Monitor:
@@ -133,6 +167,8 @@ class Monitor:
         online_guard_ms: int = 600_000,
         rebaseline: RebaselineConfig | None = None,
         sensor_health: SensorHealthConfig | None = None,
+        maintenance: MaintenanceConfig | None = None,
+        operating_mode: OperatingModeConfig | None = None,
         columnar: bool = True,
     ) -> None:
         self.model = model
@@ -145,6 +181,10 @@ class Monitor:
         self.threshold_config = threshold or ThresholdConfig()
         self.drift_config = drift or DriftConfig()
         self.policy = AlertPolicy(alert or AlertConfig())
+        #: Maintenance windows and operating mode: which readings are not alerted on.
+        self.lifecycle = Lifecycle(
+            maintenance or MaintenanceConfig(), operating_mode or OperatingModeConfig()
+        )
         self._windows: dict[str, AssetWindow] = {}
         self._thresholds: dict[str, Threshold] = {}
         self._drift: dict[str, DriftMonitor] = {}
@@ -176,18 +216,146 @@ class Monitor:
             online_guard_ms=settings.online.guard_ms,
             rebaseline=settings.rebaseline,
             sensor_health=settings.sensor_health,
+            maintenance=settings.maintenance,
+            operating_mode=settings.operating_mode,
         )
 
     # -- the data flow ----------------------------------------------------------------------
 
-    def process(self, readings: Sequence[SensorReading], *, now_ms: int) -> Outcome:
-        """Window, score, threshold and alert one batch of readings."""
+    def process(
+        self,
+        readings: Sequence[SensorReading],
+        *,
+        now_ms: int,
+        commands: Sequence[OperatorCommand] = (),
+    ) -> Outcome:
+        """Apply the operators' commands, then window, score, threshold and alert one batch
+        of readings, less those of assets not alerted on (``plantwatch/lifecycle.py``)."""
         outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
         if readings:
             newest = max(r.ts_ms for r in readings)
             self._newest_ms = newest if self._newest_ms is None else max(self._newest_ms, newest)
         if self._parked:
-            outcome.not_restored = self._unpark({r.asset for r in readings})
+            outcome.not_restored = self._unpark(
+                {r.asset for r in readings} | {c.asset for c in commands}
+            )
+        for command in commands:
+            outcome.commands.append(self._command(command, now_ms, outcome))
+        # Events an operator caused are always published; the screen below is for those
+        # the readings cause (withheld while their alert is shelved).
+        by_operators, outcome.events = outcome.events, []
+        if not self.lifecycle.active:
+            outcome.kept = readings
+            self._merge(outcome, self._process_readings(readings, None, now_ms))
+        else:
+            self._process_screened(readings, self.lifecycle.screen(readings), now_ms, outcome)
+        model = (self.model.name, self.model.version)
+        caused, outcome.withheld = self.policy.screen(outcome.events)
+        outcome.events = by_operators + caused
+        outcome.events.extend(self.policy.expire_shelves(now_ms=now_ms, model=model))
+        return outcome
+
+    def _command(self, cmd: OperatorCommand, now_ms: int, outcome: Outcome) -> str | Rejection:
+        """One operator command: its result, or why it goes to the dead-letter topic."""
+        if cmd.command in ("maintenance_start", "maintenance_end"):
+            self._window_for(cmd.asset)  # the asset's state exists, to checkpoint
+            return self.lifecycle.command(cmd)
+        model = (self.model.name, self.model.version)
+        alert_id = cmd.alert_id or ""
+        if cmd.command == "ack":
+            result, events = self.policy.acknowledge(
+                cmd.asset, alert_id, by=cmd.by, at_ms=cmd.at_ms, now_ms=now_ms, model=model,
+                note=cmd.note,
+            )  # fmt: skip
+        elif cmd.command == "shelve":
+            result, events = self.policy.shelve(
+                cmd.asset, alert_id, by=cmd.by, at_ms=cmd.at_ms, until_ms=cmd.until_ms,
+                now_ms=now_ms, model=model, note=cmd.note,
+            )  # fmt: skip
+        else:
+            result, events = self.policy.unshelve(
+                cmd.asset, alert_id, by=cmd.by, now_ms=now_ms, model=model, note=cmd.note
+            )
+        if result == "unknown_alert":
+            return Rejection(
+                Reason.UNKNOWN_ALERT,
+                f"{cmd.command}: no open alert {alert_id[:64]!r} of asset {cmd.asset!r} here "
+                "(never opened, already resolved, or another asset's)",
+            )
+        outcome.events.extend(events)
+        return result
+
+    def _process_screened(
+        self, readings: Sequence[SensorReading], screened: Screened, now_ms: int, outcome: Outcome
+    ) -> None:
+        """The batch in parts: each asset's readings up to its next change of suppression,
+        the change applied between parts (resolve on entering, window restart on leaving)."""
+        outcome.suppressed = screened.suppressed
+        part = screened.part
+        kept_all = np.flatnonzero(part >= 0)
+        outcome.kept = (
+            readings if len(kept_all) == len(readings) else [readings[i] for i in kept_all.tolist()]
+        )
+        for asset in screened.touched:
+            self._window_for(asset)
+        if not screened.transitions and len(kept_all) == len(readings):
+            self._merge(outcome, self._process_readings(readings, None, now_ms))
+            outcome.notices[:0] = screened.notices
+            return
+        rounds = 1 + max((len(t) for t in screened.transitions.values()), default=0)
+        model_name, model_version = self.model.name, self.model.version
+        for k in range(rounds):
+            rows = np.flatnonzero(part == k)
+            if len(rows):
+                self._merge(
+                    outcome,
+                    self._process_readings([readings[i] for i in rows.tolist()], rows, now_ms),
+                )
+            for asset, changes in screened.transitions.items():
+                if k >= len(changes):
+                    continue
+                change = changes[k]
+                if change.old is None and change.new is not None:
+                    outcome.events.extend(
+                        self.policy.resolve_all(
+                            asset,
+                            ts_ms=change.ts_ms,
+                            now_ms=now_ms,
+                            reason=change.new,
+                            model_name=model_name,
+                            model_version=model_version,
+                        )
+                    )
+                elif change.new is None and asset in self._windows:
+                    self._windows[asset].reset()
+        outcome.notices[:0] = screened.notices
+
+    def _merge(self, outcome: Outcome, part: Outcome) -> None:
+        outcome.scored = Scored.concat([outcome.scored, part.scored], len(self.model.signals))
+        outcome.events.extend(part.events)
+        outcome.pushes.update(part.pushes)
+        outcome.reordered += part.reordered
+        outcome.score_seconds += part.score_seconds
+        outcome.drift.extend(part.drift)
+        outcome.notices.extend(part.notices)
+        if part.swap is not None:
+            outcome.swap = part.swap
+
+    def _process_readings(
+        self,
+        readings: Sequence[SensorReading],
+        positions: npt.NDArray[np.int64] | None,
+        now_ms: int,
+    ) -> Outcome:
+        """Window, score, threshold and alert readings that are alerted on. ``positions``:
+        each reading's place in the batch given to :meth:`process` (``None``: the same)."""
+        outcome = self._process_part(readings, now_ms)
+        if positions is not None and len(outcome.scored):
+            outcome.scored.source_index = positions[outcome.scored.source_index]
+        return outcome
+
+    def _process_part(self, readings: Sequence[SensorReading], now_ms: int) -> Outcome:
+        outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
         empty = self._no_windows()
         windowed = (
             window_columns(readings, self.model.signals, self._window_for, empty)
@@ -436,6 +604,7 @@ class Monitor:
             "last_abnormal_ms": self._last_abnormal_ms.get(asset),
             "baseline": self.baselines.snapshot_asset(asset),
             "health": self.sensors.snapshot_asset(asset),
+            "lifecycle": self.lifecycle.snapshot_asset(asset),
         }
 
     # -- assets not in memory -----------------------------------------------------------------
@@ -511,6 +680,8 @@ class Monitor:
                 self.policy.restore(snap["alert"])
             if snap.get("last_abnormal_ms") is not None:
                 self._last_abnormal_ms[asset] = int(snap["last_abnormal_ms"])
+            if snap.get("lifecycle") is not None:
+                self.lifecycle.restore_asset(asset, snap["lifecycle"])
             return (
                 f"saved under model {saved_name} {saved_version}, serving {self.model.name} "
                 f"{self.model.version}: window, threshold, drift, baseline and sensor-health "
@@ -529,6 +700,8 @@ class Monitor:
             self.baselines.restore_asset(asset, snap["baseline"])
         if snap.get("health") is not None:
             self.sensors.restore_asset(asset, snap["health"])
+        if snap.get("lifecycle") is not None:
+            self.lifecycle.restore_asset(asset, snap["lifecycle"])
         return None
 
     def forget(self, assets: Iterable[str]) -> None:
@@ -551,6 +724,7 @@ class Monitor:
             self._last_abnormal_ms.pop(asset, None)
         self.baselines.forget(gone)
         self.sensors.forget(gone)
+        self.lifecycle.forget(gone)
         self.policy.forget(gone)
 
 

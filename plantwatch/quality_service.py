@@ -607,29 +607,37 @@ def export_spec_limits(metrics: Metrics, service: QualityService) -> None:
         metrics.set_spec_limits(model.target, *service.spec_limits(model))
 
 
-def check_copartitioned(client_config: dict[str, str], sensors: str, lab: str) -> bool:
+def check_copartitioned(
+    client_config: dict[str, str],
+    sensors: str,
+    lab: str,
+    *,
+    consequence: str = "lab results are joined only where both topics put an asset in the "
+    "same partition",
+) -> bool:
     """Warn unless the lab topic has as many partitions as the sensor topic.
 
     Both are keyed by asset and read by one consumer with the range assignor, so with equal
     partition counts an asset's lab results reach the process that holds its predictions
-    (Kafka Streams' co-partitioning); otherwise some are counted unmatched.
+    (Kafka Streams' co-partitioning); otherwise some are counted unmatched. The operator
+    commands topic is checked the same way (``consequence`` says what a mismatch costs).
     """
     from confluent_kafka.admin import AdminClient
 
     try:
         found = AdminClient(dict(client_config)).list_topics(timeout=10).topics
     except Exception as exc:  # an unreachable broker shows itself at the first poll
-        log.warning("could not check the lab topic's partitions: %s", exc)
+        log.warning("could not check the partitions of %s: %s", lab, exc)
         return False
     counts = {t: len(found[t].partitions) for t in (sensors, lab) if t in found}
     if len(counts) == 2 and counts[sensors] != counts[lab]:
         log.warning(
-            "%s has %d partitions and %s %d: lab results are joined only where both topics "
-            "put an asset in the same partition; give %s %d partitions",
+            "%s has %d partitions and %s %d: %s; give %s %d partitions",
             sensors,
             counts[sensors],
             lab,
             counts[lab],
+            consequence,
             lab,
             counts[sensors],
         )

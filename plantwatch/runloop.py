@@ -53,7 +53,7 @@ from plantwatch.quality_service import (
     observe_quality,
 )
 from plantwatch.settings import Settings
-from stream.schema import ReadingDecoder
+from stream.schema import ReadingDecoder, Rejection
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
 
@@ -92,6 +92,11 @@ class LoopStats:
     #: Quality predictions published, and lab results joined to one.
     predictions: int = 0
     lab_joins: int = 0
+    #: Operator commands applied (or found done already), readings not alerted on
+    #: (maintenance, stopped, start-up), and updates withheld from shelved alerts.
+    commands: int = 0
+    suppressed: int = 0
+    withheld: int = 0
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -162,6 +167,24 @@ class RunLoop:
             },
             partitioned_like={s.topics.state: s.topics.sensors},
         )
+        # Operator commands are keyed by asset and read by the same consumer: created with
+        # the sensors topic's partition count, so that an asset's commands reach the
+        # process holding its alerts (co-partitioning, as for lab results).
+        counts.update(
+            ensure_topics(
+                s.kafka.client_config(),
+                {s.topics.commands: {}},
+                partitions=counts.get(s.topics.sensors, 3),
+            )
+        )
+        check_copartitioned(
+            s.kafka.client_config(),
+            s.topics.sensors,
+            s.topics.commands,
+            consequence="a command reaches the process holding its asset's alerts only where "
+            "both topics put the asset in the same partition (others go to the dead-letter "
+            "topic as unknown_alert)",
+        )
         n_state = counts.get(s.topics.state)
         if n_state is not None and n_state == counts.get(s.topics.sensors):
             self._state_partitions = n_state
@@ -173,6 +196,8 @@ class RunLoop:
             signals += [x for x in self.quality.signals if x not in signals]
             export_spec_limits(self.metrics, self.quality)
             check_copartitioned(s.kafka.client_config(), s.topics.sensors, s.topics.lab)
+        # The operating-mode signal may be no model input (a run flag, a speed).
+        signals += [x for x in s.operating_mode.signals if x not in signals]
         decoder = ReadingDecoder(
             allowed_signals=signals, max_message_bytes=s.consumer.max_message_bytes
         )
@@ -181,10 +206,12 @@ class RunLoop:
             s.consumer,
             # Lab results by the same consumer: co-partitioned by asset, so each arrives at
             # the process holding its asset's predictions, and its offset commits with the
-            # readings' (in the same transaction in exactly-once mode).
-            [s.topics.sensors, *([s.topics.lab] if self.quality else [])],
+            # readings' (in the same transaction in exactly-once mode). Operator commands
+            # likewise, for the same reasons.
+            [s.topics.sensors, s.topics.commands, *([s.topics.lab] if self.quality else [])],
             decoder,
             lab_topic=s.topics.lab if self.quality else None,
+            commands_topic=s.topics.commands,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -250,12 +277,7 @@ class RunLoop:
             if batch.messages:
                 self._step_transaction(batch)
         elif batch.messages:
-            route_rejected(batch.rejected, self.settings.topics.dlq, self._publisher.produce)
-            outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
-            _log_not_restored(outcome)
-            self._publisher.publish(outcome.events)
-            self._publish_notices(outcome)
-            self._serve_quality(batch)
+            outcome = self._process(batch)
             self._flush()
             self._note_swap(outcome)
             self._observe(batch, outcome)
@@ -298,12 +320,7 @@ class RunLoop:
         publisher = self._publisher
         publisher.begin_transaction()
         try:
-            route_rejected(batch.rejected, self.settings.topics.dlq, publisher.produce)
-            outcome = self.monitor.process(batch.readings, now_ms=_now_ms())
-            _log_not_restored(outcome)
-            publisher.publish(outcome.events)
-            self._publish_notices(outcome)
-            self._serve_quality(batch)
+            outcome = self._process(batch)
             for asset in sorted(set(self._note_partitions(batch))):
                 snap = self.monitor.snapshot_asset(asset)
                 if snap is not None:
@@ -328,11 +345,38 @@ class RunLoop:
         if self.on_batch is not None:
             self.on_batch(outcome, self.stats)
 
+    def _process(self, batch: Batch) -> Outcome:
+        """One batch through the monitor and out: dead letters, alert events, notices,
+        quality predictions (produced; the caller flushes or commits the transaction)."""
+        if self._publisher is None:
+            raise RuntimeError("RunLoop._process() called before run()")
+        dlq = self.settings.topics.dlq
+        route_rejected(batch.rejected, dlq, self._publisher.produce)
+        outcome = self.monitor.process(
+            batch.readings, now_ms=_now_ms(), commands=[c.command for c in batch.commands]
+        )
+        _log_not_restored(outcome)
+        refused = [
+            record.reject(result)
+            for record, result in zip(batch.commands, outcome.commands, strict=True)
+            if isinstance(result, Rejection)
+        ]
+        for item in refused:
+            log.warning("operator command to the dead-letter topic: %s", item.rejection.detail)
+        route_rejected(refused, dlq, self._publisher.produce)
+        self._publisher.publish(outcome.events)
+        self._publish_notices(outcome)
+        self._serve_quality(batch, outcome)
+        return outcome
+
     def _note_partitions(self, batch: Batch) -> list[str]:
-        """The batch's assets (one per reading), their sensors partitions noted."""
+        """The batch's assets (one per reading, then one per command), their sensors
+        partitions noted (a command's partition where no reading said)."""
         assets = [r.asset for r in batch.readings]
         self._partition_of.update(zip(assets, batch.partitions, strict=True))
-        return assets
+        for record in batch.commands:
+            self._partition_of.setdefault(record.command.asset, record.partition)
+        return assets + [record.command.asset for record in batch.commands]
 
     def _produce_state(self, asset: str, snap: dict[str, Any]) -> None:
         """An asset's snapshot to the state partition numbered like its sensors partition.
@@ -397,14 +441,22 @@ class RunLoop:
             )
             if notice.notice == "rebaselined":
                 log.warning("%s re-baselined at %s: %s", notice.asset, notice.at, notice.detail)
+            elif notice.notice in ("maintenance_started", "maintenance_ended", "operating_mode"):
+                log.info("%s: %s at %s %s", notice.asset, notice.notice, notice.at, notice.detail)
 
-    def _serve_quality(self, batch: Batch) -> None:
-        """Quality predictions ─► the quality topic, quality alerts ─► the alert topic."""
+    def _serve_quality(self, batch: Batch, outcome: Outcome) -> None:
+        """Quality predictions ─► the quality topic, quality alerts ─► the alert topic.
+
+        Only the readings the monitor processed (none of an asset not alerted on): nothing
+        is predicted or learned during a maintenance window or a stop either."""
         if self.quality is None or self._publisher is None:
             return
         q = self.quality.process(
-            batch.readings, batch.lab_results, self.monitor.policy, now_ms=_now_ms()
+            outcome.kept, batch.lab_results, self.monitor.policy, now_ms=_now_ms()
         )
+        events, withheld = self.monitor.policy.screen(q.events)
+        q.events = events
+        outcome.withheld += withheld
         self._publisher.publish(q.events)
         for p in q.predictions:
             self._publisher.produce(
@@ -636,6 +688,20 @@ class RunLoop:
                 m.set_asset_score(asset, float(scored.scores[j]), float(scored.thresholds[j]))
         m.count_alerts(outcome.events)
         m.alerts_open.set(self.monitor.open_alerts())
+        commands_topic = self.settings.topics.commands
+        m.count_commands(
+            [
+                (record.command.command, r if isinstance(r, str) else r.reason.value)
+                for record, r in zip(batch.commands, outcome.commands, strict=True)
+            ],
+            invalid=sum(1 for item in batch.rejected if item.topic == commands_topic),
+        )
+        m.count_suppressed(outcome.suppressed, withheld=outcome.withheld)
+        acknowledged, shelved = self.monitor.policy.operator_counts()
+        m.set_lifecycle(acknowledged, shelved, self.monitor.lifecycle.suppressed_counts())
+        stats.commands += len(batch.commands)
+        stats.suppressed += sum(outcome.suppressed.values())
+        stats.withheld += outcome.withheld
         stats.batches += 1
         stats.messages += batch.messages
         stats.readings += len(batch.readings)

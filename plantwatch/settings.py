@@ -45,6 +45,7 @@ from models.online import OnlineConfig
 from models.quality.config import QualityConfig
 from models.rebaseline import RebaselineConfig
 from models.thresholds import ThresholdConfig
+from plantwatch.lifecycle import MaintenanceConfig, OperatingModeConfig
 from stream.config import (
     ConsumerSettings,
     DeliverySettings,
@@ -87,6 +88,8 @@ class Settings(Config, frozen=True, kw_only=True):
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)
     quality: QualityConfig = msgspec.field(default_factory=QualityConfig)
+    maintenance: MaintenanceConfig = msgspec.field(default_factory=MaintenanceConfig)
+    operating_mode: OperatingModeConfig = msgspec.field(default_factory=OperatingModeConfig)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

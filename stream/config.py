@@ -114,6 +114,9 @@ class TopicSettings(Config, frozen=True, kw_only=True):
     #: Lab results (asset, ts, target, value), keyed by asset: consumed beside the
     #: readings when quality models are served, joined to the predictions.
     lab: str = "plantwatch.lab"
+    #: Operator commands (``plantwatch.command/v1``: ack, shelve, unshelve, maintenance),
+    #: keyed by asset, consumed beside the readings by the same consumer.
+    commands: str = "plantwatch.commands"
 
 
 class ConsumerSettings(Config, frozen=True, kw_only=True):

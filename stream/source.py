@@ -39,6 +39,7 @@ from common.reasons import Reason
 from common.timestamps import format_ts
 from stream.config import ConsumerSettings, KafkaSettings
 from stream.lab import LabDecoder, LabResult
+from stream.operator import CommandDecoder, OperatorCommand
 from stream.schema import ReadingDecoder, Rejection, SensorReading
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,33 @@ class Rejected:
         ]
 
 
+@dataclass(frozen=True)
+class CommandRecord:
+    """A decoded operator command and the record it came in, so that a command the monitor
+    cannot apply (an unknown alert) still reaches the dead-letter topic unchanged."""
+
+    command: OperatorCommand
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int | None
+
+    def reject(self, rejection: Rejection) -> Rejected:
+        return Rejected(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            key=self.key,
+            value=self.value,
+            headers=self.headers,
+            timestamp_ms=self.timestamp_ms,
+            rejection=rejection,
+        )
+
+
 @dataclass
 class Batch:
     """One consumed batch: readings in arrival order, rejects, and the offsets to commit."""
@@ -96,6 +124,8 @@ class Batch:
     rejected: list[Rejected] = field(default_factory=list)
     #: Lab results (from the lab topic, when it is consumed beside the readings).
     lab_results: list[LabResult] = field(default_factory=list)
+    #: Operator commands (from the commands topic, consumed beside the readings).
+    commands: list[CommandRecord] = field(default_factory=list)
     #: Next offset to consume per (topic, partition): what a commit stores.
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
@@ -112,6 +142,8 @@ def decode_messages(
     max_future_ms: int | None = None,
     lab_topic: str | None = None,
     lab_decoder: LabDecoder | None = None,
+    commands_topic: str | None = None,
+    command_decoder: CommandDecoder | None = None,
 ) -> Batch:
     """Pure part of the ingest: classify every message of a consumed batch.
 
@@ -119,7 +151,9 @@ def decode_messages(
     reading stamped further ahead than that (of ``now_ms`` or of the broker's append time,
     whichever is later) is rejected as ``future_timestamp``. Either ``None``: no such check.
     Messages of ``lab_topic`` are lab results, decoded by ``lab_decoder`` (the same key and
-    future-time checks; a bad one is rejected like a bad reading).
+    future-time checks; a bad one is rejected like a bad reading). Messages of
+    ``commands_topic`` are operator commands, decoded by ``command_decoder`` (the key check
+    only: a command's times are the operator's, ahead of now when they schedule).
     """
     batch = Batch()
     for msg in messages:
@@ -137,8 +171,14 @@ def decode_messages(
         batch.messages += 1
         batch.next_offsets[(topic, partition)] = offset + 1
         value = msg.value()
-        decoded: SensorReading | LabResult | Rejection
-        if lab_topic is not None and topic == lab_topic:
+        decoded: SensorReading | LabResult | OperatorCommand | Rejection
+        _, record_ts = msg.timestamp()
+        record_ts_ms = record_ts if record_ts and record_ts > 0 else None
+        if commands_topic is not None and topic == commands_topic:
+            decoded = (command_decoder or CommandDecoder()).decode(value, record_ts_ms)
+            if isinstance(decoded, OperatorCommand):
+                decoded = _check_key(decoded.asset, msg) or decoded
+        elif lab_topic is not None and topic == lab_topic:
             decoded = (lab_decoder or LabDecoder()).decode(value)
             if isinstance(decoded, LabResult):
                 decoded = _check_record(decoded, msg, now_ms, max_future_ms)
@@ -146,13 +186,25 @@ def decode_messages(
             decoded = decoder.decode(value)
             if isinstance(decoded, SensorReading):
                 decoded = _check_record(decoded, msg, now_ms, max_future_ms)
-        if isinstance(decoded, LabResult):
+        if isinstance(decoded, OperatorCommand):
+            batch.commands.append(
+                CommandRecord(
+                    command=decoded,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=msg.key(),
+                    value=value,
+                    headers=_plain_headers(msg),
+                    timestamp_ms=record_ts_ms,
+                )
+            )
+        elif isinstance(decoded, LabResult):
             batch.lab_results.append(decoded)
         elif isinstance(decoded, SensorReading):
             batch.readings.append(decoded)
             batch.partitions.append(partition)
         else:
-            _, ts = msg.timestamp()
             batch.rejected.append(
                 Rejected(
                     topic=topic,
@@ -161,7 +213,7 @@ def decode_messages(
                     key=msg.key(),
                     value=value,
                     headers=_plain_headers(msg),
-                    timestamp_ms=ts if ts and ts > 0 else None,
+                    timestamp_ms=record_ts_ms,
                     rejection=decoded,
                 )
             )
@@ -172,18 +224,9 @@ def _check_record(
     reading: _Record, msg: Message, now_ms: int | None, max_future_ms: int | None
 ) -> _Record | Rejection:
     """The checks that need the record: its key is the asset; its time is not far ahead."""
-    key = msg.key()
-    if key is None:
-        return Rejection(
-            Reason.KEY_MISMATCH,
-            f"no record key; readings must be keyed by asset ({reading.asset!r}) so that one "
-            "process owns each asset",
-        )
-    if key != reading.asset.encode():
-        shown = key[:100].decode("utf-8", errors="replace")
-        return Rejection(
-            Reason.KEY_MISMATCH, f"record key {shown!r} is not the asset {reading.asset!r}"
-        )
+    wrong_key = _check_key(reading.asset, msg)
+    if wrong_key is not None:
+        return wrong_key
     if now_ms is not None and max_future_ms is not None:
         reference = now_ms
         kind, ts = msg.timestamp()
@@ -197,6 +240,21 @@ def _check_record(
                 f"{format_ts(reference)}; the limit is consumer.max_future_ms = {max_future_ms}",
             )
     return reading
+
+
+def _check_key(asset: str, msg: Message) -> Rejection | None:
+    """The refusal of a record not keyed by its asset, else ``None``."""
+    key = msg.key()
+    if key is None:
+        return Rejection(
+            Reason.KEY_MISMATCH,
+            f"no record key; records must be keyed by asset ({asset!r}) so that one "
+            "process owns each asset",
+        )
+    if key != asset.encode():
+        shown = key[:100].decode("utf-8", errors="replace")
+        return Rejection(Reason.KEY_MISMATCH, f"record key {shown!r} is not the asset {asset!r}")
+    return None
 
 
 def _plain_headers(msg: Message) -> Headers:
@@ -233,12 +291,16 @@ class SensorSource:
         on_lost: Callable[[list[TopicPartition]], None] | None = None,
         stats_cb: Callable[[str], None] | None = None,
         lab_topic: str | None = None,
+        commands_topic: str | None = None,
     ) -> None:
         self.consumer_settings = consumer
         self.decoder = decoder
         #: Lab results are read from this topic (one of ``topics``) by the same consumer.
         self.lab_topic = lab_topic
         self._lab_decoder = LabDecoder(max_message_bytes=consumer.max_message_bytes)
+        #: Operator commands are read from this topic (one of ``topics``) too.
+        self.commands_topic = commands_topic
+        self._command_decoder = CommandDecoder(max_message_bytes=consumer.max_message_bytes)
         conf: dict[str, Any] = dict(kafka.consumer_config())
         # Set, not defaulted: kafka.properties may not name these (stream.config's
         # MANAGED_PROPERTIES, refused on loading), and the delivery guarantees rest on them.
@@ -281,6 +343,8 @@ class SensorSource:
             max_future_ms=cfg.max_future_ms,
             lab_topic=self.lab_topic,
             lab_decoder=self._lab_decoder,
+            commands_topic=self.commands_topic,
+            command_decoder=self._command_decoder,
         )
 
     def commit(self, batch: Batch) -> None:

@@ -29,6 +29,10 @@ LIVE_START_MS = 1_795_899_600_000
 
 
 def settings_for(bootstrap: str, topics: dict[str, str], **sections: dict[str, Any]) -> Settings:
+    if "sensors" in topics and "commands" not in topics:
+        # Each test its own operator commands topic, created by the run loop partitioned
+        # like its sensors topic (a shared default one would carry commands across tests).
+        topics = {**topics, "commands": f"{topics['sensors']}-commands"}
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"test-{uuid.uuid4().hex[:8]}"},
         "topics": topics,

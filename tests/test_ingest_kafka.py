@@ -82,9 +82,9 @@ def test_valid_in_order_and_every_bad_message_dead_lettered(
     with running_monitor(settings, model, metrics) as loop:
         original = loop.monitor.process
 
-        def recording(readings, *, now_ms):  # type: ignore[no-untyped-def]
+        def recording(readings, *, now_ms, **kwargs):  # type: ignore[no-untyped-def]
             seen.extend(readings)
-            return original(readings, now_ms=now_ms)
+            return original(readings, now_ms=now_ms, **kwargs)
 
         loop.monitor.process = recording  # type: ignore[method-assign]
         total = n_assets * steps + bad_total

@@ -68,14 +68,17 @@ def _produce_steps(bootstrap: str, topic: str, sim: PlantSimulator, start: int, 
     return sent
 
 
-def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
-    """client.id → assigned partitions of each member of a stable group ({} otherwise)."""
+def _members(bootstrap: str, group: str, topic: str) -> dict[str, list[int]]:
+    """client.id → assigned partitions of ``topic`` of each member of a stable group ({}
+    otherwise; the members also read the operator commands topic)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
     if str(desc.state).rsplit(".", 1)[-1] != "STABLE":
         return {}
     return {
-        m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+        m.client_id: sorted(
+            tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic
+        )
         for m in desc.members
     }
 
@@ -112,6 +115,7 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
     topics.update({p: new_topic(p, partitions=1) for p in ("alerts", "dlq", "notices")})
     model = trained_model(N_ASSETS, hours=4.0)
     group = f"rebalance-{topics['sensors']}"
+    sensors = topics["sensors"]
 
     def member_settings(name: str) -> Settings:
         return settings_for(
@@ -130,7 +134,10 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
             wait_for(lambda: a.stats.readings >= sent, 90, "A alone reads the first part")
             b = b_stack.enter_context(_member(member_settings("b-monitor"), model, "b", seen))
             wait_for(
-                lambda: _members(kafka_bootstrap, group) == {"a-monitor": [0], "b-monitor": [1]},
+                lambda: (
+                    _members(kafka_bootstrap, group, sensors)
+                    == {"a-monitor": [0], "b-monitor": [1]}
+                ),
                 60,
                 "partition 1 moved to B",
             )
@@ -146,7 +153,7 @@ def test_alerts_survive_partitions_moving_between_two_monitors(
             }
         # A has left the group.
         wait_for(
-            lambda: _members(kafka_bootstrap, group) == {"b-monitor": [0, 1]},
+            lambda: _members(kafka_bootstrap, group, sensors) == {"b-monitor": [0, 1]},
             60,
             "partition 0 moved to B",
         )

@@ -24,6 +24,17 @@ from alerts.policy.columns import (
 from alerts.policy.config import SENSOR_ALERT_DEFAULTS, AlertConfig
 from alerts.policy.decision import ANOMALY, Decision, RuleColumns, TrackKey, _check_track
 from alerts.policy.machine import _advance, _resolve_now
+from alerts.policy.operator import (
+    OperatorResult,
+    acknowledge,
+    counts,
+    expire,
+    open_machines,
+    screen,
+    shelve,
+    shelved_assets,
+    unshelve,
+)
 from alerts.policy.snapshot import _parse_snapshot, _snapshot, _snapshot_asset
 from alerts.policy.state import Phase, _AssetState, _dormant, _Track
 
@@ -55,6 +66,9 @@ class AlertPolicy:
         # In memory only (snapshots keep their shape); a restored asset learns it again at
         # its next decision.
         self._models: dict[str, tuple[str, str]] = {}
+        #: Assets with a shelved open alert: the only ones :meth:`screen` and
+        #: :meth:`expire_shelves` look at (rebuilt from the state on restore).
+        self._shelved: set[str] = set()
 
     def config_for(self, kind: AlertKind) -> AlertConfig:
         """The settings of ``kind``'s tracks: ``sensor_config`` for sensor alerts, else
@@ -303,6 +317,129 @@ class AlertPolicy:
         )
         return _resolve_now(state, decision, self.config, now_ms, reason)
 
+    def resolve_all(
+        self,
+        asset: str,
+        *,
+        ts_ms: int,
+        now_ms: int,
+        reason: str,
+        model_name: str,
+        model_version: str,
+    ) -> list[AlertEvent]:
+        """End every open alert of the asset, of every kind, at ``ts_ms`` and clear its k-of-n
+        histories: the asset leaves alerting for a cause outside the scores (``reason``
+        ``maintenance`` or ``stopped``). One ``resolved`` event per open alert; each track
+        then cools down as after any resolve. ``model_*`` name the model where an alert's
+        episode does not (a snapshot from before episodes kept it).
+        """
+        state = self._assets.get(asset)
+        if state is None:
+            return []
+        events: list[AlertEvent] = []
+        for key, machine, episode in list(open_machines(state)):
+            kind, rule, signal = key
+            decision = Decision(
+                asset=asset,
+                ts_ms=ts_ms,
+                score=episode.peak_score,
+                threshold=episode.peak_threshold,
+                anomalous=False,
+                severity=0,
+                contributions={},
+                model_name=episode.model_name or model_name,
+                model_version=episode.model_version or model_version,
+                kind=kind,
+                rule=rule,
+                signal=signal,
+            )
+            events.extend(_resolve_now(machine, decision, self.config_for(kind), now_ms, reason))
+        state.recent = []
+        for track in state.tracks:
+            track.recent = []
+        return events
+
+    # -- operators: acknowledge, shelve (alerts/policy/operator.py) ------------------------
+
+    def acknowledge(
+        self,
+        asset: str,
+        alert_id: str,
+        *,
+        by: str,
+        at_ms: int,
+        now_ms: int,
+        model: tuple[str, str],
+        note: str = "",
+    ) -> tuple[OperatorResult, list[AlertEvent]]:
+        """Acknowledge the asset's open alert ``alert_id``: ``("applied", [updated])``,
+        ``("duplicate", [])`` when it was already, ``("unknown_alert", [])`` when no such
+        alert is open. ``model`` names the model where the alert's episode does not."""
+        return acknowledge(
+            self._assets, asset, alert_id, by=by, at_ms=at_ms, note=note,
+            cfg=self.config, model=model, now_ms=now_ms,
+        )  # fmt: skip
+
+    def shelve(
+        self,
+        asset: str,
+        alert_id: str,
+        *,
+        by: str,
+        at_ms: int,
+        until_ms: int | None,
+        now_ms: int,
+        model: tuple[str, str],
+        note: str = "",
+    ) -> tuple[OperatorResult, list[AlertEvent]]:
+        """Shelve the asset's open alert until ``until_ms`` (reading time), bounded by
+        ``max_shelve_ms`` after ``at_ms`` (and that long when ``None``)."""
+        result = shelve(
+            self._assets, asset, alert_id, by=by, at_ms=at_ms, until_ms=until_ms, note=note,
+            cfg=self.config, model=model, now_ms=now_ms,
+        )  # fmt: skip
+        if result[0] == "applied":
+            self._shelved.add(asset)
+        return result
+
+    def unshelve(
+        self,
+        asset: str,
+        alert_id: str,
+        *,
+        by: str,
+        now_ms: int,
+        model: tuple[str, str],
+        note: str = "",
+    ) -> tuple[OperatorResult, list[AlertEvent]]:
+        """Return a shelved alert to service now; announced again if still open."""
+        return unshelve(
+            self._assets, asset, alert_id, by=by, note=note,
+            cfg=self.config, model=model, now_ms=now_ms,
+        )  # fmt: skip
+
+    def screen(self, events: Iterable[AlertEvent]) -> tuple[list[AlertEvent], int]:
+        """The events to publish and the number withheld because their alert is shelved
+        (see :mod:`alerts.policy.operator`). Every event the policy returns goes through
+        this before it is published."""
+        events = list(events)
+        if not self._shelved:
+            return events, 0
+        return screen(self._assets, self._shelved, events)
+
+    def expire_shelves(self, *, now_ms: int, model: tuple[str, str]) -> list[AlertEvent]:
+        """End the shelvings whose time their asset's reading clock has reached; each alert
+        still open is announced again (an ``updated`` event)."""
+        if not self._shelved:
+            return []
+        return expire(
+            self._assets, self._shelved, config_for=self.config_for, model=model, now_ms=now_ms
+        )
+
+    def operator_counts(self) -> tuple[int, int]:
+        """(acknowledged, shelved) open alerts, for the gauges."""
+        return counts(self._assets)
+
     # -- the machines ---------------------------------------------------------------------
 
     def _state(self, asset: str) -> _AssetState:
@@ -391,7 +528,10 @@ class AlertPolicy:
         changed between snapshot and restore. A snapshot written before sensor alerts
         existed (no ``tracks``) restores as an asset with anomaly state only.
         """
-        self._assets.update(_parse_snapshot(snapshot, lambda kind: self.config_for(kind).n))
+        restored = _parse_snapshot(snapshot, lambda kind: self.config_for(kind).n)
+        self._assets.update(restored)
+        self._shelved.difference_update(restored)
+        self._shelved.update(shelved_assets(restored))
 
     def forget(self, assets: Iterable[str]) -> None:
         """Drop state for assets this process no longer owns (partitions revoked).
@@ -402,3 +542,4 @@ class AlertPolicy:
         for asset in assets:
             self._assets.pop(asset, None)
             self._models.pop(asset, None)
+            self._shelved.discard(asset)

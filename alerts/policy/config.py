@@ -31,6 +31,9 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     update_min_rise: Annotated[float, msgspec.Meta(ge=0)] = 0.2
     critical_ratio: Annotated[float, msgspec.Meta(gt=1)] = 2.0
     top_signals: Annotated[int, msgspec.Meta(ge=1)] = 3
+    #: The longest an operator may shelve an alert (``shelve`` command; also the length of
+    #: a shelving that names no ``until``): a shelved alert comes back by itself.
+    max_shelve_ms: Annotated[int, msgspec.Meta(gt=0)] = 8 * 3_600_000
 
     def __post_init__(self) -> None:
         if self.k > self.n:

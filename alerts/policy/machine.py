@@ -62,6 +62,8 @@ def _advance(
         normal_streak=0,
         reported_peak=peak.score,
         last_update_ms=clock_ms,
+        model_name=decision.model_name,
+        model_version=decision.model_version,
     )
     if decision.kind == "anomaly":
         reason = f"{len(anomalous)} of the last {len(machine.recent)} windows over threshold"
@@ -210,7 +212,15 @@ def _event(
         reason=reason,
         window_at=format_ts(decision.ts_ms),
         kind=decision.kind,
+        acknowledged_by=episode.acknowledged_by,
+        acknowledged_at=_maybe_ts(episode.acknowledged_at_ms),
+        shelved_until=_maybe_ts(episode.shelved_until_ms),
+        shelved_by=episode.shelved_by,
     )
+
+
+def _maybe_ts(ts_ms: int | None) -> str | None:
+    return None if ts_ms is None else format_ts(ts_ms)
 
 
 def _subject(decision: Decision) -> str:

@@ -24,7 +24,7 @@ class _Window(msgspec.Struct, omit_defaults=True):
     top: list[tuple[str, float]] = []
 
 
-class _Episode(msgspec.Struct):
+class _Episode(msgspec.Struct, omit_defaults=True):
     alert_id: str
     started_at_ms: int
     severity: int
@@ -35,6 +35,18 @@ class _Episode(msgspec.Struct):
     normal_streak: int
     reported_peak: float
     last_update_ms: int
+    #: An operator's acknowledgement (``ack``): who, and when (epoch ms).
+    acknowledged_by: str | None = None
+    acknowledged_at_ms: int | None = None
+    #: An operator's shelving: until when (reading time) and by whom; ``None``: in service.
+    shelved_until_ms: int | None = None
+    shelved_by: str | None = None
+    #: ``updated`` events withheld while shelved (since the shelving began).
+    withheld: int = 0
+    #: The model of the decision that opened it (``None`` in snapshots from before): what
+    #: an event caused by an operator, not by a decision, names.
+    model_name: str | None = None
+    model_version: str | None = None
 
 
 class _Machine(msgspec.Struct):
