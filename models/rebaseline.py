@@ -70,7 +70,7 @@ class RebaselineConfig(Config, frozen=True, kw_only=True):
     #: Following slow drift of the relations (see :class:`DriftFollower`): the time
     #: constant, in reading time, of the exponential smoothing that follows the part of
     #: each asset's level the subspace does not explain; 0 turns following off.
-    follow_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_800_000
+    follow_ms: Annotated[int, msgspec.Meta(ge=0)] = 3_600_000
     #: Assets an operator does not allow to be re-baselined (their alerts stay open).
     refuse_assets: tuple[str, ...] = ()
 

@@ -462,8 +462,10 @@ def test_pca_judges_one_signal_among_many_on_its_own() -> None:
 
 
 def test_pca_separate_statistics_round_trip_and_refuse_bad_scales() -> None:
-    pca = PCAScorer(N_SIGNALS, WINDOW)
-    assert pca.separate and not PCAScorer(1, WINDOW).separate
+    # By default only with many signals (few dilute little), never with one.
+    assert PCAScorer(40, WINDOW).separate and not PCAScorer(N_SIGNALS, WINDOW).separate
+    assert not PCAScorer(1, WINDOW, separate=True).separate
+    pca = PCAScorer(N_SIGNALS, WINDOW, separate=True)
     rows = Normalizer.fit(raw := plant_readings(1000, seed=5)).transform(raw)
     pca.fit([rows])
     windows = as_windows(rows)[:40]

@@ -25,6 +25,9 @@ UNIVARIATE_LAGS = 8
 #: With ``separate`` statistics, each is scaled so that this quantile of it over the
 #: training windows equals the combined index's.
 SEPARATE_MATCH_QUANTILE = 0.99
+#: ``separate`` by default from this many signals: the combined index dilutes one signal's
+#: deviation by its share of the residual directions, which only many signals make small.
+SEPARATE_MIN_SIGNALS = 10
 
 
 class PCAScorer:
@@ -50,20 +53,23 @@ class PCAScorer:
     shares of the squared residual, they do not smear a fault in one signal onto whichever
     correlated signal has the largest residual loading.
 
-    **Many signals: each statistic also on its own** (``separate``, the default for two or
-    more signals). The combined index adds T² and Q, each over its whole dimension, so one
-    signal off among fifty moves it by that signal's share of every residual direction
-    (a sensor 8 noise-sd off raises a 52-signal index from ~2 to ~3.5), and a move inside
-    the subspace is diluted by Q's noise. So three more statistics are judged: T² alone,
-    Q alone, and the largest reconstruction-based contribution of one signal divided by
-    that signal's mean contribution in training (the same sensor: ~20 times its normal
-    level). Each is scaled so that its ``SEPARATE_MATCH_QUANTILE`` (99 %) quantile over
-    the training windows equals the combined index's, and counts only past that level:
-    below it the score is the combined index, above it the largest of the four. Normal
-    data thus scores as before. Measured (docs/BENCHMARKS.md): many-variable process data
-    at minute cadence, detection rate 40 -> 48 % at under a third of the false-alarm rate;
-    SKAB NAB standard 21.8 -> 26.2. Where it loses: a step of one slow disturbance inside
-    the subspace (T²'s fault) is found less often.
+    **Many signals: each statistic also on its own** (``separate``, the default from
+    ``SEPARATE_MIN_SIGNALS`` = 10 signals). The combined index adds T² and Q, each over its
+    whole dimension, so one signal off among fifty moves it by that signal's share of every
+    residual direction (a sensor 8 noise-sd off raises a 52-signal index from ~2 to ~3.5),
+    and a move inside the subspace is diluted by Q's noise. So three more statistics are
+    judged: T² alone, Q alone, and the largest reconstruction-based contribution of one
+    signal divided by that signal's mean contribution in training (the same sensor: ~20
+    times its normal level). Each is scaled so that its ``SEPARATE_MATCH_QUANTILE`` (99 %)
+    quantile over the training windows equals the combined index's, and counts only past
+    that level: below it the score is the combined index, above it the largest of the four.
+    Normal data thus scores as before. Measured (docs/BENCHMARKS.md): many-variable process
+    data at minute cadence, detection rate 40 -> 48 % at under a third of the false-alarm
+    rate. Where it loses: a step of one slow disturbance inside the subspace (T²'s fault) is
+    found less often; and with few signals, where the combined index dilutes little, T² alone
+    and one signal's contribution judge an operating point the history never reached far
+    harder than the combined index (5 signals: 6 false alerts in 20 minutes against none),
+    hence the default.
 
     A constant signal (normalised to 0 in training) has no variance, so it never enters the
     principal subspace: any later movement shows up in Q and is attributed to it.
@@ -139,9 +145,9 @@ class PCAScorer:
         wants_centre = self.n_signals == 1 if centre is None else bool(centre)
         self.centre = wants_centre and self.lags > 1
         #: Judge T², Q and each signal's contribution also on their own, beside the
-        #: combined index (see the class docstring): only where there are relations
-        #: between signals to break.
-        wants_separate = self.n_signals > 1 if separate is None else bool(separate)
+        #: combined index (see the class docstring): by default with many signals, never
+        #: with one (no relations to break).
+        wants_separate = self.n_signals >= SEPARATE_MIN_SIGNALS if separate is None else separate
         self.separate = wants_separate and self.n_signals > 1
         self._mean: F64 | None = None
         self._components: F64 = np.zeros((self.n_features, 0))
