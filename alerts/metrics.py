@@ -94,6 +94,7 @@ class Metrics:
     score_seconds: Histogram
     e2e_latency_seconds: Histogram
     alerts_open: Gauge
+    alerts_open_by_severity: Gauge
     consumer_lag: Gauge
     anomaly_score: Gauge
     threshold: Gauge
@@ -166,6 +167,13 @@ class Metrics:
             alerts_open=Gauge(
                 "plantwatch_alerts_open",
                 "Alerts currently open in this process.",
+                registry=reg,
+            ),
+            alerts_open_by_severity=Gauge(
+                "plantwatch_alerts_open_by_severity",
+                "Alerts currently open in this process, by severity (an escalated alert counts "
+                "as critical).",
+                ["severity"],
                 registry=reg,
             ),
             consumer_lag=Gauge(
@@ -333,6 +341,7 @@ class Metrics:
         for result in ("ok", *(r.value for r in Reason)):
             metrics.messages.labels(result=result)
         for severity in ("warning", "critical"):
+            metrics.alerts_open_by_severity.labels(severity=severity)
             for event in ("opened", "updated", "resolved"):
                 metrics.alerts.labels(severity=severity, event=event)
         for result in ("ok", "error"):
@@ -479,6 +488,12 @@ class Metrics:
                 self.readings_suppressed.labels(reason=reason).inc(n)
         if withheld:
             self.alert_events_shelved.inc(withheld)
+
+    def set_open_alerts(self, by_severity: Mapping[str, int]) -> None:
+        """Set ``plantwatch_alerts_open`` and its split by severity."""
+        self.alerts_open.set(sum(by_severity.values()))
+        for severity, count in by_severity.items():
+            self.alerts_open_by_severity.labels(severity=severity).set(count)
 
     def set_lifecycle(self, acknowledged: int, shelved: int, suppressed: Mapping[str, int]) -> None:
         """Set the acknowledged and shelved alert gauges and the suppressed assets by reason."""

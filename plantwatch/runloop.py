@@ -687,7 +687,7 @@ class RunLoop:
             for asset, j in last.items():
                 m.set_asset_score(asset, float(scored.scores[j]), float(scored.thresholds[j]))
         m.count_alerts(outcome.events)
-        m.alerts_open.set(self.monitor.open_alerts())
+        m.set_open_alerts(self.monitor.policy.open_by_severity())
         commands_topic = self.settings.topics.commands
         m.count_commands(
             [

@@ -349,6 +349,32 @@ RULE_CASES: list[dict[str, Any]] = [
         "labels": {**M, "severity": "critical"},
     },
     {
+        # A critical alert open from minute 2 to 4 (warnings alone never page), then resolved.
+        "name": "PlantwatchCriticalAlertOpen",
+        "series": {
+            sel("plantwatch_alerts_open_by_severity", severity="warning"): "1x10",
+            sel("plantwatch_alerts_open_by_severity", severity="critical"): "0 0 1 1 1 0x5",
+        },
+        "quiet_at": "1m",
+        "firing_at": "3m",
+        "quiet_after": "6m",
+        "labels": {**M, "severity": "critical"},
+    },
+    {
+        # Applied and duplicate commands are fine; one for an alert not open here pages an
+        # operator's warning for 10 minutes.
+        "name": "PlantwatchOperatorCommandRefused",
+        "series": {
+            sel("plantwatch_commands_total", command="ack", result="applied"): "0+1x20",
+            sel("plantwatch_commands_total", command="ack", result="duplicate"): "0+1x20",
+            sel("plantwatch_commands_total", command="ack", result="unknown_alert"): "0 0 0 1x20",
+        },
+        "quiet_at": "2m",
+        "firing_at": "4m",
+        "quiet_after": "16m",
+        "labels": {**M, "severity": "warning"},
+    },
+    {
         # pump-1's prediction climbs over the USL of 0.3 after 4 minutes; pump-2 stays in.
         # A target's lower limit alone (no USL series) never fires on the upper side.
         "name": "PlantwatchQualityOutOfSpec",

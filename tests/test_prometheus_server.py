@@ -106,6 +106,12 @@ QUIET: dict[str, tuple[str, str, Callable[[float], bool]]] = {
         'target) max by (job, instance, target) (plantwatch_quality_spec_limit{limit="usl"})',
         lambda v: v < 0,
     ),
+    "PlantwatchOperatorCommandRefused": (
+        "no operator sends a command in this run",
+        "sum by (job, instance) "
+        '(increase(plantwatch_commands_total{result=~"unknown_alert|rejected"}[10m]))',
+        lambda v: v == 0,
+    ),
     "PlantwatchDrift": (
         "a minute of live data is too short for a Page-Hinkley drift outside the alert",
         "sum by (job, instance, kind) "
@@ -120,6 +126,7 @@ ACTIVE = {
     "PlantwatchAnomaly": {"pending", "firing"},  # for: 1m
     "PlantwatchAlertsOpen": {"firing"},  # for: 0m
     "PlantwatchCriticalAlert": {"firing"},  # for: 0m
+    "PlantwatchCriticalAlertOpen": {"pending", "firing"},  # the live fault's alert is critical
     "PlantwatchDLQRate": {"pending", "firing"},  # a quarter of the messages are malformed
 }
 

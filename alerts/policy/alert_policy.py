@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from alerts.events import SENSOR_RULES, AlertEvent, AlertKind
+from alerts.events import SENSOR_RULES, SEVERITY_NAMES, AlertEvent, AlertKind
 from alerts.policy.columns import (
     _absorb_normal,
     _as_cells,
@@ -435,6 +435,15 @@ class AlertPolicy:
         return expire(
             self._assets, self._shelved, config_for=self.config_for, model=model, now_ms=now_ms
         )
+
+    def open_by_severity(self) -> dict[str, int]:
+        """Open alerts of every kind by their episode's severity so far (for the
+        ``plantwatch_alerts_open_by_severity`` gauge: "a critical alert is open now")."""
+        counted: dict[str, int] = dict.fromkeys(SEVERITY_NAMES.values(), 0)
+        for state in self._assets.values():
+            for _, _, episode in open_machines(state):
+                counted[SEVERITY_NAMES[episode.severity]] += 1
+        return counted
 
     def operator_counts(self) -> tuple[int, int]:
         """(acknowledged, shelved) open alerts, for the gauges."""
