@@ -199,3 +199,45 @@ def test_the_image_copies_every_package_it_installs() -> None:
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.M), (
             f"the Dockerfile does not copy {package}/, so the image could not import it"
         )
+
+
+def test_the_demo_profile_trains_on_the_plant_it_then_simulates(compose: Compose) -> None:
+    """``docker compose --profile demo up``: history, a model trained on it, the live plant.
+
+    Each command is a real ``plantwatch`` command line; the history and the live run are
+    the same plant; the trained model is the one the monitor serves, and the live readings
+    go where the monitor reads them. Without the profile the monitor does not need them."""
+    services = compose["services"]
+    demo = {name for name, s in services.items() if "demo" in s.get("profiles", [])}
+    assert demo == {"history", "trainer", "simulator"}
+    parser = build_parser()
+    history, trainer, simulator, monitor = (
+        parser.parse_args(services[name]["command"][1:])
+        for name in ("history", "trainer", "simulator", "monitor")
+    )
+    assert (history.command, trainer.command, simulator.command) == (
+        "simulate",
+        "train",
+        "simulate",
+    )
+    assert history.plant_seed == simulator.plant_seed and history.assets == simulator.assets
+    assert history.out == trainer.input and history.faults == 0
+    assert trainer.model == monitor.model
+    assert simulator.faults > 0 and simulator.control_assets >= 1
+    settings = load_settings(env={k: str(v) for k, v in services["monitor"]["environment"].items()})
+    assert simulator.topic == settings.topics.sensors
+    assert simulator.bootstrap_servers == settings.kafka.bootstrap_servers
+
+    # The volumes the commands write and read are shared, by name.
+    def volume_of(service: str, path: str) -> str:
+        mounts = [v.split(":")[:2] for v in services[service]["volumes"]]
+        return next(src for src, dst in mounts if PurePosixPath(path).is_relative_to(dst))
+
+    assert volume_of("history", history.out) == volume_of("trainer", trainer.input)
+    assert volume_of("trainer", trainer.model) == volume_of("monitor", monitor.model)
+    assert services["trainer"]["depends_on"]["history"]["condition"] == (
+        "service_completed_successfully"
+    )
+    needs = services["monitor"]["depends_on"]["trainer"]
+    assert needs == {"condition": "service_completed_successfully", "required": False}
+    assert services["simulator"]["depends_on"]["monitor"]["condition"] == "service_healthy"
