@@ -47,7 +47,7 @@ import bisect
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ from alerts.predictions import QualityPrediction
 from common.timestamps import format_ts
 from models.quality.artifact import QualityModel
 from models.quality.config import QualityConfig
+from models.quality.conformal import SplitConformal
 from models.quality.metrics import regression_metrics
 from models.quality.online import CorrectionUpdate, OnlineCorrection
 from models.quality.protocol import predictable_rows
@@ -288,6 +289,9 @@ class QualityService:
                 "model per target"
             )
         self._streams: dict[tuple[str, int], _Stream] = {}
+        #: Checkpointed streams not yet in memory: asset -> target -> snapshot, restored when
+        #: the asset's next reading or lab result arrives (like the monitor's parked state).
+        self._parked: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_settings(cls, models: Sequence[QualityModel], settings: Settings) -> QualityService:
@@ -332,19 +336,56 @@ class QualityService:
         stream = self._streams.get(key)
         if stream is None:
             model = self.models[index]
-            cfg = self.config
-            stream = self._streams[key] = _Stream(
+            saved = self._unpark(asset, model.target)
+            stream = self._streams[key] = self._new_stream(model, saved, asset)
+        return stream
+
+    def _new_stream(
+        self, model: QualityModel, saved: Mapping[str, Any] | None, asset: str
+    ) -> _Stream:
+        """A fresh stream of ``model``, continued from ``saved`` (a checkpoint) when that
+        was made under the same model; a snapshot it cannot read starts it afresh."""
+        cfg = self.config
+
+        def fresh(conformal: SplitConformal) -> _Stream:
+            return _Stream(
                 correction=OnlineCorrection(
-                    model.conformal(cfg.calibration_window),
-                    bias_rate=cfg.bias_rate,
-                    coverage=cfg.coverage,
+                    conformal, bias_rate=cfg.bias_rate, coverage=cfg.coverage
                 ),
                 history=model.history,
                 n_signals=len(model.signals),
                 predictions_kept=cfg.predictions_kept,
                 metrics_window=cfg.metrics_window,
             )
+
+        if saved is None:
+            return fresh(model.conformal(cfg.calibration_window))
+        if saved.get("model") != model.version:
+            log.info(
+                "quality state of %s %s was saved under model %s, serving %s: bias, "
+                "interval and lab joins start afresh",
+                asset, model.target, saved.get("model"), model.version,
+            )  # fmt: skip
+            return fresh(model.conformal(cfg.calibration_window))
+        try:
+            stream = fresh(SplitConformal(saved["residuals"], window=cfg.calibration_window))
+            _restore_stream(stream, saved)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning(
+                "quality state of %s %s unreadable (%s): starting it afresh",
+                asset, model.target, str(exc) or type(exc).__name__,
+            )  # fmt: skip
+            return fresh(model.conformal(cfg.calibration_window))
         return stream
+
+    def _unpark(self, asset: str, target: str) -> dict[str, Any] | None:
+        parked = self._parked.get(asset)
+        if parked is None:
+            return None
+        saved = parked.pop(target, None)
+        if not parked:
+            del self._parked[asset]
+        return saved if isinstance(saved, dict) else None
 
     def _predict(
         self,
@@ -446,6 +487,8 @@ class QualityService:
             outcome.lab["unknown_target"] += 1
             return
         stream = self._streams.get((result.asset, index))
+        if stream is None and result.target in self._parked.get(result.asset, {}):
+            stream = self._stream(result.asset, index)  # checkpointed: its predictions too
         made = None if stream is None else stream.find(result.ts_ms, self.config.join_tolerance_ms)
         if stream is None or made is None:
             outcome.lab["unmatched"] += 1
@@ -517,9 +560,112 @@ class QualityService:
         gone = set(assets)
         for key in [k for k in self._streams if k[0] in gone]:
             del self._streams[key]
+        for asset in gone:
+            self._parked.pop(asset, None)
 
     def forget_all(self) -> None:
         self._streams.clear()
+        self._parked.clear()
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def snapshot_asset(self, asset: str) -> dict[str, Any] | None:
+        """The asset's streams by target, plain JSON (the run loop writes them with the
+        monitor's snapshot to the state topic): the bias and the interval's residuals
+        learned from lab results, the history of readings, the predictions kept for late
+        lab results and the rolling joins. ``None`` when there are none."""
+        out = dict(self._parked.get(asset, {}))
+        for (a, index), stream in self._streams.items():
+            if a == asset:
+                out[self.models[index].target] = _snapshot_stream(
+                    stream, self.models[index].version
+                )
+        return out or None
+
+    def park(self, asset: str, snap: Mapping[str, Any]) -> None:
+        """Keep an asset's checkpointed streams until it speaks (or a lab result comes)."""
+        if not isinstance(snap, Mapping):
+            raise ValueError(f"quality state of {asset} is not an object: {type(snap).__name__}")
+        targets = {m.target for m in self.models}
+        kept = {t: dict(v) for t, v in snap.items() if t in targets and isinstance(v, Mapping)}
+        for key in [k for k in self._streams if k[0] == asset]:
+            kept.pop(self.models[key[1]].target, None)  # live state is newer
+        if kept:
+            self._parked[asset] = kept
+
+    def evict(self, assets: Iterable[str]) -> None:
+        """Take idle assets' streams out of memory, kept as snapshots until they speak."""
+        for asset in set(assets):
+            snap = self.snapshot_asset(asset)
+            self.forget([asset])
+            if snap is not None:
+                self._parked[asset] = snap
+
+
+def _finite_or_none(values: Iterable[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def _snapshot_stream(stream: _Stream, version: str) -> dict[str, Any]:
+    made = list(stream.made)
+    correction = stream.correction
+    return {
+        "model": version,
+        "bias": correction.bias,
+        "updates": correction.updates,
+        "residuals": correction.conformal.residuals.tolist(),
+        "rows": [_finite_or_none(row) for row in stream.rows.tolist()],
+        "last_ts_ms": stream.last_ts_ms,
+        "next_due_ms": stream.next_due_ms,
+        # Columns: a day of predictions is a few thousand numbers, not objects.
+        "made": {
+            "ts_ms": [m.ts_ms for m in made],
+            "raw": [m.raw for m in made],
+            "bias": [m.bias for m in made],
+            "lower": _finite_or_none(m.lower for m in made),
+            "upper": _finite_or_none(m.upper for m in made),
+            "joined": [m.joined for m in made],
+        },
+        "joins": [_finite_or_none(j) for j in stream.joins],
+    }
+
+
+def _restore_stream(stream: _Stream, saved: Mapping[str, Any]) -> None:
+    """Continue ``stream`` (fresh, its correction seeded with the saved residuals) from a
+    :func:`_snapshot_stream`. An infinite interval bound was written as ``null``."""
+
+    def number(value: Any, missing: float) -> float:
+        return missing if value is None else float(value)
+
+    stream.correction.bias = float(saved["bias"])
+    stream.correction.updates = int(saved["updates"])
+    rows = [[number(v, math.nan) for v in row] for row in saved["rows"]]
+    stream.rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), stream.n_signals)
+    last = saved.get("last_ts_ms")
+    stream.last_ts_ms = None if last is None else int(last)
+    stream.next_due_ms = int(saved["next_due_ms"])
+    made = saved["made"]
+    columns = [made[k] for k in ("ts_ms", "raw", "bias", "lower", "upper", "joined")]
+    for ts_ms, raw, bias, lower, upper, joined in zip(*columns, strict=True):
+        stream.made.append(
+            _Made(
+                int(ts_ms),
+                float(raw),
+                float(bias),
+                number(lower, -math.inf),
+                number(upper, math.inf),
+                bool(joined),
+            )
+        )
+    for measured, predicted, lower, upper in saved["joins"]:
+        stream.joins.append(
+            (
+                float(measured),
+                float(predicted),
+                number(lower, -math.inf),
+                number(upper, math.inf),
+            )
+        )
 
 
 def _advance(

@@ -322,7 +322,7 @@ class RunLoop:
         try:
             outcome = self._process(batch)
             for asset in sorted(set(self._note_partitions(batch))):
-                snap = self.monitor.snapshot_asset(asset)
+                snap = self._snapshot(asset)
                 if snap is not None:
                     self._produce_state(asset, snap)
             publisher.send_offsets_to_transaction(
@@ -376,7 +376,20 @@ class RunLoop:
         self._partition_of.update(zip(assets, batch.partitions, strict=True))
         for record in batch.commands:
             self._partition_of.setdefault(record.command.asset, record.partition)
-        return assets + [record.command.asset for record in batch.commands]
+        # A lab result changes its asset's quality state: checkpointed with the batch that
+        # commits its offset (an asset this process holds, its partition known).
+        lab = [r.asset for r in batch.lab_results if r.asset in self._partition_of]
+        return assets + [record.command.asset for record in batch.commands] + lab
+
+    def _snapshot(self, asset: str) -> dict[str, Any] | None:
+        """The asset's state record: the monitor's snapshot with the quality service's
+        streams under ``quality`` (restored beside it on assignment)."""
+        snap = self.monitor.snapshot_asset(asset)
+        if snap is not None and self.quality is not None:
+            quality = self.quality.snapshot_asset(asset)
+            if quality is not None:
+                snap = {**snap, "quality": quality}
+        return snap
 
     def _produce_state(self, asset: str, snap: dict[str, Any]) -> None:
         """An asset's snapshot to the state partition numbered like its sensors partition.
@@ -571,13 +584,13 @@ class RunLoop:
         for asset in self.monitor.evict_idle():
             self.metrics.remove_asset(asset)
             if self.quality is not None:
-                self.quality.forget([asset])
+                self.quality.evict([asset])
         if self.exactly_once:
             # Every transaction already wrote its assets' state and offsets.
             self._last_checkpoint_s = time.monotonic()
             return
         for asset in sorted(self._dirty):
-            snap = self.monitor.snapshot_asset(asset)
+            snap = self._snapshot(asset)
             if snap is not None:
                 self._produce_state(asset, snap)
         self._flush()
@@ -606,6 +619,11 @@ class RunLoop:
         )
         for asset, snap in states.items():
             self.monitor.park(asset, snap)
+            if self.quality is not None and snap.get("quality") is not None:
+                try:
+                    self.quality.park(asset, snap["quality"])
+                except ValueError as exc:
+                    log.warning("%s; its quality state starts afresh", exc)
         if states:
             log.info(
                 "found checkpointed state for %d assets in %s",

@@ -153,3 +153,84 @@ def test_quality_predictions_alert_and_lab_joins_on_the_broker(
     assert seen["coverage"] is not None and 0.0 <= seen["coverage"] <= 1.0
     assert seen["predicted"] == pytest.approx(predictions[-1].predicted)
     assert usl == USL
+
+
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
+def test_the_quality_state_survives_a_restart(
+    kafka_bootstrap: str, new_topic: TopicFactory, mode: str
+) -> None:
+    """The bias learned from lab results, and the predictions kept for lab results still
+    to come, are in the state topic: a restarted monitor continues with both."""
+    rng = np.random.default_rng(6)
+    hist = rng.normal(0, 0.3, (3000, 2))
+    y = truth(hist[:, 0], hist[:, 1]) + rng.normal(0, 0.02, 3000)
+    cadence = {"cadence": {"interval_ms": float(STEP_MS)}}
+    quality = fit_quality(hist, y, ("a", "b"), "y", [(0, 3000)], kind="ridge", metadata=cadence)
+    anomaly = train_model(hist, ("a", "b"), window=8, scorer="pca")
+    names = ("sensors", "alerts", "dlq", "state", "notices", "quality", "lab")
+    topics = {p: new_topic(p, partitions=1) for p in names}
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        quality={"every_ms": EVERY_MS, "bias_rate": 0.5},
+        delivery={"checkpoint_interval_s": 1.0, "mode": mode},
+    )
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    live = rng.normal(0, 0.3, (360, 2))
+    ts = LIVE_START_MS + np.arange(len(live)) * STEP_MS
+
+    def send(rows: range) -> None:
+        for i in rows:
+            values = {"a": float(live[i, 0]), "b": float(live[i, 1])}
+            producer.produce(topics["sensors"], encode_reading(ASSET, int(ts[i]), values), ASSET)
+        producer.flush(30)
+
+    def lab(i: int) -> None:
+        measured = float(truth(live[i, 0], live[i, 1])) + LAB_OFFSET
+        producer.produce(topics["lab"], encode_lab_result(ASSET, int(ts[i]), "y", measured), ASSET)
+        producer.flush(30)
+
+    # 1. Five minutes of readings and four lab results; then a clean stop.
+    first = RunLoop(
+        settings, anomaly, Metrics.create(CollectorRegistry()), quality_models=[quality]
+    )
+    thread, errors = start_loop(first)
+    try:
+        send(range(300))
+        wait_for(lambda: first.stats.predictions >= 30, 90, "the first predictions")
+        for i in (30, 90, 150, 210):  # on the 10 s grid: each joins its own prediction
+            lab(i)
+        wait_for(lambda: first.stats.lab_joins >= 4, 60, "the lab joins")
+    finally:
+        first.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+
+    # 2. Restarted: a late lab result for a sample of before the stop, and another minute.
+    second = RunLoop(
+        settings, anomaly, Metrics.create(CollectorRegistry()), quality_models=[quality]
+    )
+    thread, errors = start_loop(second)
+    try:
+        lab(270)
+        send(range(300, 360))
+        wait_for(lambda: second.stats.lab_joins >= 1, 60, "the late lab result joined")
+        wait_for(lambda: second.stats.predictions >= 6, 60, "the predictions after the restart")
+    finally:
+        second.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+
+    predictions = [
+        decode_prediction(m.value())
+        for m in read_topic(kafka_bootstrap, topics["quality"])
+        if dict(m.headers() or []).get("schema") == PREDICTION_SCHEMA.encode()
+    ]
+    before = [p for p in predictions if parse_ts(p.ts) < int(ts[300])]
+    after = [p for p in predictions if parse_ts(p.ts) >= int(ts[300])]
+    assert len(after) == 6
+    # Five lab results at bias_rate 0.5 toward the lab's offset: 1 - 0.5**5 of it; a restart
+    # that forgot the first four would be at 0.5 of it.
+    assert after[-1].bias == pytest.approx(LAB_OFFSET * (1 - 0.5**5), abs=0.03)
+    assert after[0].bias == pytest.approx(LAB_OFFSET * (1 - 0.5**5), abs=0.03)
+    assert before and all(p.bias == 0.0 for p in before)  # made before any lab result
