@@ -15,6 +15,8 @@ from alerts.metrics import Metrics
 from alerts.policy import alert_id_for
 from alerts.predictions import PREDICTION_SCHEMA, decode_prediction
 from common.timestamps import parse_ts
+from models.artifact import TrainedModel
+from models.quality.artifact import QualityModel
 from models.quality.training import fit_quality
 from models.training import train_model
 from plantwatch.runloop import RunLoop
@@ -36,20 +38,26 @@ def truth(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 2.0 * a + b
 
 
-@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
-def test_quality_predictions_alert_and_lab_joins_on_the_broker(
-    kafka_bootstrap: str, new_topic: TopicFactory, mode: str
-) -> None:
-    rng = np.random.default_rng(5)
-    # History: the relation the soft sensor learns, and normal behaviour for the anomaly model.
+def _plant(
+    rng: np.random.Generator, new_topic: TopicFactory
+) -> tuple[QualityModel, TrainedModel, dict[str, str]]:
+    """History with the relation the soft sensor learns (and normal behaviour for the
+    anomaly model), both models, and fresh one-partition topics."""
     hist = rng.normal(0, 0.3, (3000, 2))
     y = truth(hist[:, 0], hist[:, 1]) + rng.normal(0, 0.02, 3000)
     cadence = {"cadence": {"interval_ms": float(STEP_MS)}}
     quality = fit_quality(hist, y, ("a", "b"), "y", [(0, 3000)], kind="ridge", metadata=cadence)
     anomaly = train_model(hist, ("a", "b"), window=8, scorer="pca")
-
     names = ("sensors", "alerts", "dlq", "state", "notices", "quality", "lab")
-    topics = {p: new_topic(p, partitions=1) for p in names}
+    return quality, anomaly, {p: new_topic(p, partitions=1) for p in names}
+
+
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
+def test_quality_predictions_alert_and_lab_joins_on_the_broker(
+    kafka_bootstrap: str, new_topic: TopicFactory, mode: str
+) -> None:
+    rng = np.random.default_rng(5)
+    quality, anomaly, topics = _plant(rng, new_topic)
     settings = settings_for(
         kafka_bootstrap,
         topics,
@@ -162,13 +170,7 @@ def test_the_quality_state_survives_a_restart(
     """The bias learned from lab results, and the predictions kept for lab results still
     to come, are in the state topic: a restarted monitor continues with both."""
     rng = np.random.default_rng(6)
-    hist = rng.normal(0, 0.3, (3000, 2))
-    y = truth(hist[:, 0], hist[:, 1]) + rng.normal(0, 0.02, 3000)
-    cadence = {"cadence": {"interval_ms": float(STEP_MS)}}
-    quality = fit_quality(hist, y, ("a", "b"), "y", [(0, 3000)], kind="ridge", metadata=cadence)
-    anomaly = train_model(hist, ("a", "b"), window=8, scorer="pca")
-    names = ("sensors", "alerts", "dlq", "state", "notices", "quality", "lab")
-    topics = {p: new_topic(p, partitions=1) for p in names}
+    quality, anomaly, topics = _plant(rng, new_topic)
     settings = settings_for(
         kafka_bootstrap,
         topics,

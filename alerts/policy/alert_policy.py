@@ -36,7 +36,7 @@ from alerts.policy.operator import (
     unshelve,
 )
 from alerts.policy.snapshot import _parse_snapshot, _snapshot, _snapshot_asset
-from alerts.policy.state import Phase, _AssetState, _dormant, _Track
+from alerts.policy.state import Phase, _AssetState, _dormant, _Episode, _Track
 
 
 class AlertPolicy:
@@ -303,18 +303,7 @@ class AlertPolicy:
                 "has had no anomaly decision since it was restored; pass model_name= and "
                 "model_version="
             )
-        episode = state.episode
-        decision = Decision(
-            asset=asset,
-            ts_ms=ts_ms,
-            score=episode.peak_score,
-            threshold=episode.peak_threshold,
-            anomalous=False,
-            severity=0,
-            contributions={},
-            model_name=model[0],
-            model_version=model[1],
-        )
+        decision = _resolving(asset, ts_ms, state.episode, model, ANOMALY)
         return _resolve_now(state, decision, self.config, now_ms, reason)
 
     def resolve_all(
@@ -338,22 +327,9 @@ class AlertPolicy:
             return []
         events: list[AlertEvent] = []
         for key, machine, episode in list(open_machines(state)):
-            kind, rule, signal = key
-            decision = Decision(
-                asset=asset,
-                ts_ms=ts_ms,
-                score=episode.peak_score,
-                threshold=episode.peak_threshold,
-                anomalous=False,
-                severity=0,
-                contributions={},
-                model_name=episode.model_name or model_name,
-                model_version=episode.model_version or model_version,
-                kind=kind,
-                rule=rule,
-                signal=signal,
-            )
-            events.extend(_resolve_now(machine, decision, self.config_for(kind), now_ms, reason))
+            model = (episode.model_name or model_name, episode.model_version or model_version)
+            decision = _resolving(asset, ts_ms, episode, model, key)
+            events.extend(_resolve_now(machine, decision, self.config_for(key[0]), now_ms, reason))
         state.recent = []
         for track in state.tracks:
             track.recent = []
@@ -552,3 +528,24 @@ class AlertPolicy:
             self._assets.pop(asset, None)
             self._models.pop(asset, None)
             self._shelved.discard(asset)
+
+
+def _resolving(
+    asset: str, ts_ms: int, episode: _Episode, model: tuple[str, str], key: TrackKey
+) -> Decision:
+    """The normal decision that ends ``episode`` now, for a resolve from outside the scores."""
+    kind, rule, signal = key
+    return Decision(
+        asset=asset,
+        ts_ms=ts_ms,
+        score=episode.peak_score,
+        threshold=episode.peak_threshold,
+        anomalous=False,
+        severity=0,
+        contributions={},
+        model_name=model[0],
+        model_version=model[1],
+        kind=kind,
+        rule=rule,
+        signal=signal,
+    )
