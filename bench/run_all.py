@@ -42,6 +42,11 @@ BENCHES = (
     Bench("process", ("--seeds", "1"), ("--seeds", "3")),
     Bench("chaos", ("--kills", "5", "--produce-s", "40")),
     Bench(
+        "soak",
+        ("--minutes", "2", "--warmup-min", "0.5", "--interval-min", "0.5"),
+        ("--minutes", "60"),
+    ),
+    Bench(
         "e2e_broker",
         ("--quick", "--profile", "pca"),
         (
