@@ -342,6 +342,32 @@ def test_shelving_is_bounded_survives_restore_and_a_resolve_is_never_withheld() 
     assert restored.operator_counts() == (0, 0)
 
 
+def test_a_resolve_after_the_shelvings_end_in_the_same_batch_says_the_shelving_ended() -> None:
+    """A batch stepped in one go (a restart's backlog) may pass the end of a shelving and
+    resolve the alert before the end of the batch expires the shelving: the resolve then
+    says so instead of carrying a shelving already over."""
+    policy, alert_id = opened_policy()
+    policy.shelve(ASSET, alert_id, by="ops", at_ms=T0, until_ms=T0 + 5 * STEP, now_ms=T0,
+                  model=("pca", "1"))  # fmt: skip
+    stepped = [e for t in (1, 2, 6, 7, 8) for e in policy.step(decision(t, 1.0), now_ms=T0)]
+    events, withheld = policy.screen(stepped)
+    assert withheld == 0
+    [resolved] = events
+    assert (resolved.event, resolved.alert_id, resolved.shelved_until) == (
+        "resolved",
+        alert_id,
+        None,
+    )
+    assert resolved.reason.startswith(f"shelving ended at {format_ts(T0 + 5 * STEP)}; ")
+    assert policy.expire_shelves(now_ms=T0, model=("pca", "1")) == []
+    # A resolve inside the shelving still says it was shelved.
+    policy, alert_id = opened_policy()
+    policy.shelve(ASSET, alert_id, by="ops", at_ms=T0, until_ms=T0 + 50 * STEP, now_ms=T0,
+                  model=("pca", "1"))  # fmt: skip
+    [resolved] = [e for t in (1, 2, 3) for e in step(policy, t, 1.0)]
+    assert resolved.shelved_until == format_ts(T0 + 50 * STEP)
+
+
 def test_unshelve_announces_the_alert_again() -> None:
     policy, alert_id = opened_policy()
     policy.shelve(ASSET, alert_id, by="", at_ms=T0, until_ms=None, now_ms=T0, model=("pca", "1"))

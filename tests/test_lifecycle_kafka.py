@@ -178,3 +178,54 @@ def test_an_ack_is_published_once_and_survives_a_restart(
 
 def _acknowledged(events: list[AlertEvent]) -> list[AlertEvent]:
     return [e for e in events if e.reason.startswith("acknowledged")]
+
+
+def test_a_shelved_alert_stays_quiet_across_a_restart_and_is_announced_when_it_ends(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    """A ``shelve`` over the commands topic: the shelved event goes out at once, the alert's
+    updates are withheld until its end (reading time), also after a restart in between (the
+    shelving is in the state topic), then it is announced again and resolves under its id."""
+    topics = _topics(new_topic)
+    settings = settings_for(kafka_bootstrap, topics, alert=ALERT,
+                            delivery={"checkpoint_interval_s": 1.0})  # fmt: skip
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    fault = range(150, 650)
+    until = T0 + 450 * STEP
+    with running_monitor(settings, model()) as loop:
+        _send(producer, topics["sensors"], readings(0, 200, fault=fault))
+        wait_for(lambda: loop.stats.events >= 1, 90, "the alert")
+        [alert_id] = {e.alert_id for e in alert_events(kafka_bootstrap, topics["alerts"])}
+        _command(producer, topics["commands"], "shelve", alert_id=alert_id,
+                 at_ms=T0 + 200 * STEP, until_ms=until, by="ops", note="known leak")  # fmt: skip
+        wait_for(lambda: loop.stats.commands >= 1, 60, "the shelve command")
+        _send(producer, topics["sensors"], readings(200, 100, fault=fault))
+        _fed(loop, 300, "readings while shelved")
+    events = alert_events(kafka_bootstrap, topics["alerts"])
+    shelved = [e for e in events if e.shelved_until is not None]
+    assert [(e.alert_id, e.shelved_until, e.shelved_by) for e in shelved][:1] == [
+        (alert_id, format_ts(until), "ops")
+    ]
+    before_restart = len(events)
+
+    with running_monitor(settings, model()) as loop:
+        _send(producer, topics["sensors"], readings(300, 500, fault=fault))
+        _fed(loop, 500, "the readings after the restart")
+        wait_for(
+            lambda: any(
+                e.event == "resolved" for e in alert_events(kafka_bootstrap, topics["alerts"])
+            ),
+            60,
+            "the resolve",
+        )
+    events = alert_events(kafka_bootstrap, topics["alerts"])
+    assert {e.alert_id for e in events} == {alert_id}
+    later = events[before_restart:]
+    # Nothing of the alert between the restart and the end of its shelving.
+    quiet = [e for e in later if parse_ts(e.window_at) < until]
+    assert quiet == [], [(e.event, e.window_at, e.reason) for e in quiet]
+    # The first event past the end says the shelving ended: an announcement while the alert
+    # is still open, or its resolve when the backlog went through in one batch.
+    assert later and all(e.shelved_until is None for e in later)
+    assert later[0].reason.startswith(f"shelving ended at {format_ts(until)}")
+    assert later[-1].event == "resolved" and parse_ts(later[-1].window_at) >= T0 + 650 * STEP

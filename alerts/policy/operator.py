@@ -10,12 +10,13 @@ ISA-18.2's words, and the rules this module keeps:
   ``shelved_until``; from then on the ``updated`` events the alert's *condition* causes
   (escalation, a rising peak) are withheld and counted. Nothing is lost silently: the
   ``resolved`` event is always sent (a consumer must not be left with an alert open for
-  ever) and says in ``shelved_until`` that it was shelved; events an operator causes
-  (ack, shelve, unshelve) are always sent; and when the shelving ends — its time passed on
-  the asset's reading clock, or ``unshelve`` — while the alert is still open, it is
-  announced again (an ``updated`` event with ``shelved_until`` null, saying how many
-  updates were withheld), with the first withheld-worthy event past the end if the batch
-  has one, else from the episode's peak.
+  ever) and says in ``shelved_until`` that it was shelved (null, its reason saying when
+  the shelving ended, when that was before it in reading time: one batch can hold both);
+  events an operator causes (ack, shelve, unshelve) are always sent; and when the
+  shelving ends — its time passed on the asset's reading clock, or ``unshelve`` — while
+  the alert is still open, it is announced again (an ``updated`` event with
+  ``shelved_until`` null, saying how many updates were withheld), with the first
+  withheld-worthy event past the end if the batch has one, else from the episode's peak.
 * An ack or shelve naming an alert that is not open for the asset is ``unknown_alert``: the
   caller sends the command to the dead-letter topic.
 
@@ -181,6 +182,22 @@ def screen(
     kept: list[AlertEvent] = []
     withheld = 0
     for event in events:
+        if (
+            event.event != "updated"
+            and event.shelved_until is not None
+            and format_ts_ms(event.window_at) >= format_ts_ms(event.shelved_until)
+        ):
+            # Its shelving ended earlier in the same batch (a resolve, say, after the end
+            # of the shelving and before the batch's end expires it): no longer shelved.
+            kept.append(
+                msgspec.structs.replace(
+                    event,
+                    shelved_until=None,
+                    shelved_by=None,
+                    reason=f"shelving ended at {event.shelved_until}; {event.reason}",
+                )
+            )
+            continue
         if event.event != "updated" or event.asset not in shelved:
             kept.append(event)
             continue
