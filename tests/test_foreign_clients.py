@@ -7,9 +7,10 @@ Kafka's Java console consumer with ``isolation.level=read_committed`` and Debian
 (librdkafka 2.0, a C client of another version than ours) read ``plantwatch.alerts``. Every
 record parses as the documented ``plantwatch.alert/v1`` (``alerts.events``) and carries every
 field DESIGN's example shows; each client sees each record once, and all three (ours too)
-see the same records. ``kcat`` also reads the dead letters with their reason headers.
-
-Not covered: ``plantwatch.quality``: the monitor does not publish quality predictions yet.
+see the same records. The same holds for ``plantwatch.quality``: a soft sensor served beside
+the anomaly model predicts one of the pump's signals from the others, and each client reads
+every prediction once, as the documented ``plantwatch.quality/v1``
+(``alerts.predictions``). ``kcat`` also reads the dead letters with their reason headers.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alerts.events import SCHEMA, decode_event
 from alerts.metrics import Metrics
+from alerts.predictions import PREDICTION_SCHEMA, decode_prediction
 from common.reasons import Reason
+from models.quality.artifact import QualityModel
+from models.quality.training import fit_quality
 from stream.broker import (
     CONSOLE_CONSUMER,
     CONSOLE_PRODUCER,
@@ -54,6 +59,11 @@ pytestmark = pytest.mark.integration
 N_ASSETS = 3
 DURATION_S = 1200
 MALFORMED = ['{"asset": "pump-01", "ts"', "not json at all"]
+#: The soft sensor predicts this signal from the other four, a prediction a minute.
+QUALITY_TARGET = SIGNALS[0]
+QUALITY_EVERY_MS = 60_000
+#: DESIGN's QualityPrediction fields.
+QUALITY_FIELDS = ("asset", "ts", "target", "predicted", "lower", "upper", "lsl", "usl", "in_spec")
 
 
 #: As Kafka's config/tools-log4j2.yaml: warnings and errors to stderr, so stdout is records.
@@ -118,6 +128,39 @@ def _simulator() -> PlantSimulator:
     return sim
 
 
+def _soft_sensor() -> QualityModel:
+    """A ridge soft sensor of ``QUALITY_TARGET`` from the other signals, on an hour of the
+    same plant's normal history."""
+    sim = PlantSimulator(
+        SimConfig(
+            n_assets=N_ASSETS,
+            period_ms=1000,
+            start_ms=LIVE_START_MS - 3_600_000,
+            duration_s=3600,
+            seed=3,
+            plant_seed=PLANT_SEED,
+        )
+    )
+    values, segments = sim.generate().by_asset()
+    col = SIGNALS.index(QUALITY_TARGET)
+    inputs = [s for s in SIGNALS if s != QUALITY_TARGET]
+    cadence = {"cadence": {"interval_ms": 1000.0}}
+    return fit_quality(
+        np.delete(values, col, axis=1), values[:, col], inputs, QUALITY_TARGET, segments,
+        kind="ridge", metadata=cadence,
+    )  # fmt: skip
+
+
+def _check_prediction_schema(asset_key: str, value: str) -> Any:
+    """A quality record as DESIGN documents it."""
+    prediction = decode_prediction(value.encode())
+    raw = json.loads(value)
+    assert raw.keys() >= set(QUALITY_FIELDS), sorted(set(QUALITY_FIELDS) - raw.keys())
+    assert raw["schema"] == PREDICTION_SCHEMA and prediction.asset == asset_key
+    assert prediction.target == QUALITY_TARGET
+    return prediction
+
+
 def _console_lines(sim: PlantSimulator) -> str:
     """``key<TAB>value`` lines for the console producer: every reading, then the bad ones."""
     chunk = sim.generate()
@@ -162,7 +205,8 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
         cmd = [kcat, "-b", kafka_bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-J"]
         return _run([*cmd, "-q", *options], env=kcat_env)
 
-    topics = {p: new_topic(p) for p in ("sensors", "alerts", "dlq", "state", "notices")}
+    names = ("sensors", "alerts", "dlq", "state", "notices", "quality")
+    topics = {p: new_topic(p) for p in names}
     sim = _simulator()
     readings = N_ASSETS * sim.config.n_steps  # type: ignore[operator]
 
@@ -185,9 +229,14 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
 
     # -- the monitor, exactly once ---------------------------------------------------------
     model = trained_model(N_ASSETS, hours=6.0)
-    settings = settings_for(kafka_bootstrap, topics, delivery={"mode": "exactly_once"})
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        delivery={"mode": "exactly_once"},
+        quality={"every_ms": QUALITY_EVERY_MS, "usl": 1e6},
+    )
     metrics = Metrics.create()
-    with running_monitor(settings, model, metrics) as loop:
+    with running_monitor(settings, model, metrics, [_soft_sensor()]) as loop:
         wait_for(
             lambda: loop.stats.readings + loop.stats.rejected >= readings + len(MALFORMED),
             120,
@@ -241,6 +290,47 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
         _check_design_schema(key, value)
     assert Counter(kcat_records) == Counter(ours)
 
+    # -- plantwatch.quality, read alike by all three --------------------------------------
+    quality = [
+        (m.key().decode(), m.value().decode())
+        for m in read_topic(kafka_bootstrap, topics["quality"])
+        if dict(m.headers() or []).get("schema") == PREDICTION_SCHEMA.encode()
+    ]
+    predictions = [_check_prediction_schema(key, value) for key, value in quality]
+    per_asset = Counter(p.asset for p in predictions)
+    assert set(per_asset) == set(sim.assets), per_asset
+    assert min(per_asset.values()) >= DURATION_S * 1000 // QUALITY_EVERY_MS - 2, per_asset
+    assert all(p.in_spec is True and p.usl == 1e6 for p in predictions)
+    out = _run(
+        [
+            *java,
+            CONSOLE_CONSUMER,
+            "--bootstrap-server",
+            kafka_bootstrap,
+            "--topic",
+            topics["quality"],
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--timeout-ms",
+            "5000",
+            "--formatter-property",
+            "print.key=true",
+            "--formatter-property",
+            "key.separator=\t",
+        ]
+    )
+    java_quality = [tuple(line.split("\t", 1)) for line in out.splitlines() if line]
+    for key, value in java_quality:
+        _check_prediction_schema(key, value)
+    assert len(set(java_quality)) == len(java_quality), "a prediction seen twice"
+    assert Counter(java_quality) == Counter(quality)
+    out = kcat_read(topics["quality"], "-X", "isolation.level=read_committed")
+    kcat_quality = [(m["key"], m["payload"]) for m in map(json.loads, out.splitlines())]
+    for key, value in kcat_quality:
+        _check_prediction_schema(key, value)
+    assert Counter(kcat_quality) == Counter(quality)
+
     # -- the dead letters, as kcat sees them ----------------------------------------------
     out = kcat_read(topics["dlq"])
     dead = [json.loads(line) for line in out.splitlines()]
@@ -248,6 +338,7 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
         f"{readings} readings + {len(MALFORMED)} malformed lines by the console producer; "
         f"{len(ours)} alert records ({Counter(e.event for e in events)}) read alike by "
         f"ours, the console consumer ({len(java_records)}) and kcat ({len(kcat_records)}); "
+        f"{len(quality)} quality predictions read alike by all three; "
         f"{len(dead)} dead letters by kcat"
     )
     assert sorted(m["payload"] for m in dead) == sorted(MALFORMED)
