@@ -391,3 +391,49 @@ def test_a_slowly_growing_fault_does_not_leave_the_threshold_blind(kind: str) ->
         results[growth] = (th.value / first, bool(anomalous.all()))
     assert results[30.0][0] <= 30.5 and results[30.0][1], results
     assert results[1e9][0] > 100 and not results[1e9][1], results  # what the cap prevents
+
+
+@pytest.mark.parametrize("kind", ["spot", "dspot", "quantile", "fixed"])
+@pytest.mark.parametrize("calibration", [0, 300, 5000])
+def test_a_copy_judges_exactly_like_the_original_and_shares_nothing_it_writes(
+    kind: str, calibration: int
+) -> None:
+    """``Monitor._judge`` judges a run again from a copy when its alert opens or resolves
+    mid-run: the copy (SPOT/DSPOT's own cheap ``__deepcopy__``) must continue exactly as the
+    original would, and writing to it must change nothing in the original — in the grace
+    period (buffering), on a thin calibration (the bridge) and calibrated, with rings small
+    enough to wrap."""
+    import copy
+
+    from models.thresholds.config import MIN_PEAKS
+    from models.thresholds.factory import restore
+
+    rng = np.random.default_rng(calibration)
+    config = ThresholdConfig(
+        kind=kind, fixed_value=3.0 if kind == "fixed" else None, max_peaks=MIN_PEAKS, depth=20
+    )
+    original = make_threshold(config, rng.exponential(size=calibration))
+    original.update(rng.exponential(size=700), learn=rng.random(700) < 0.9)
+    reference = restore(original.snapshot())  # independent by construction
+    twin = copy.deepcopy(original)
+
+    def stream(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        x = np.r_[r.exponential(size=900), np.full(20, 40.0), r.exponential(size=600)]
+        return x, r.random(x.size) < 0.95
+
+    # The twin and the original go different ways; the original must behave as if the
+    # twin never existed, and the twin as the original would have on its scores.
+    mine, theirs = stream(1), stream(2)
+    twin_verdicts = twin.update(*theirs)
+    for a, b in zip(original.update(*mine), reference.update(*mine), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert json.dumps(original.snapshot(), sort_keys=True) == json.dumps(
+        reference.snapshot(), sort_keys=True
+    )
+    fresh = make_threshold(config, np.random.default_rng(calibration).exponential(size=calibration))
+    r0 = np.random.default_rng(calibration)
+    r0.exponential(size=calibration)
+    fresh.update(r0.exponential(size=700), learn=r0.random(700) < 0.9)
+    for a, b in zip(twin_verdicts, fresh.update(*theirs), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -108,6 +108,13 @@ class MovingAverage:
         self.ring[slots] = values
         self.head = (self.head + k) % depth
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> MovingAverage:
+        new = object.__new__(MovingAverage)
+        new.__dict__.update(self.__dict__)
+        new.ring = self.ring.copy()
+        memo[id(self)] = new
+        return new
+
     def to_json(self) -> dict[str, Any]:
         return {"ring": self.ring.tolist(), "head": self.head, "sum": self.sum}
 
