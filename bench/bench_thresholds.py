@@ -130,6 +130,21 @@ def copy_costs(calibration: FloatArray, rng: np.random.Generator, rounds: int = 
                 cls.__deepcopy__ = fn
         ratio = best["generic"] / best["own"]
         lines.append(f"| {kind} | {best['own']:.1f} | {best['generic']:.1f} | {ratio:.1f}x |")
+    # A new asset: calibrated from the model's scores (as before) or copied from the
+    # monitor's one calibrated prototype (``Monitor._new_threshold``).
+    config = ThresholdConfig()
+    start = time.perf_counter()
+    for _ in range(20):
+        prototype = make_threshold(config, calibration)
+    fit_us = (time.perf_counter() - start) / 20 * 1e6
+    start = time.perf_counter()
+    for _ in range(2000):
+        copy.deepcopy(prototype, {id(config): config})
+    copy_us = (time.perf_counter() - start) / 2000 * 1e6
+    lines.append(
+        f"| new asset (dspot): calibrated {fit_us:,.0f} µs, copied from the prototype "
+        f"{copy_us:.1f} µs | | | {fit_us / copy_us:,.0f}x |"
+    )
     return "\n".join(lines)
 
 

@@ -194,3 +194,28 @@ def test_a_snapshot_of_another_model_version_keeps_only_the_alert_state(
     after = run(second, nxt[1:])
     resolved = [e for e in after if e.event == "resolved" and e.kind == "anomaly"]
     assert [e.alert_id for e in resolved] == [opened[0].alert_id]
+
+
+def test_every_new_asset_starts_from_its_own_copy_of_one_calibrated_threshold(
+    model: TrainedModel,
+) -> None:
+    """The threshold is calibrated once per configuration (it was once per asset, ~6 ms
+    each); each asset gets a copy equal to a fresh calibration, and none shares state."""
+    import json
+
+    from models.thresholds import make_threshold
+
+    monitor = Monitor.from_settings(model, load_settings(env={}))
+    rng = np.random.default_rng(5)
+    data = {a: plant(300, rng) for a in ("p1", "p2")}
+    data["p2"][150:250, 0] += 3.0  # only p2's threshold learns a fault's peaks
+    run(monitor, readings_for({"p1": data["p1"][:1]}))  # p1 exists before p2 is seen
+    fresh = make_threshold(monitor.threshold_config, model.calibration_scores)
+    dump = json.dumps(fresh.snapshot(), sort_keys=True)
+    assert json.dumps(monitor._thresholds["p1"].snapshot(), sort_keys=True) == dump
+    run(monitor, readings_for(data))
+    first, second = monitor._thresholds["p1"], monitor._thresholds["p2"]
+    assert first is not second
+    assert first.snapshot() != second.snapshot()
+    monitor.process(readings_for({"p3": data["p1"][:1]}), now_ms=T0)
+    assert json.dumps(monitor._thresholds["p3"].snapshot(), sort_keys=True) == dump
