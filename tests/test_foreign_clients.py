@@ -207,6 +207,31 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
 
     names = ("sensors", "alerts", "dlq", "state", "notices", "quality")
     topics = {p: new_topic(p) for p in names}
+
+    def console_read(topic: str) -> list[tuple[str, ...]]:
+        """(key, value) of every record of ``topic``, by Kafka's console consumer, committed
+        transactions only."""
+        out = _run(
+            [
+                *java,
+                CONSOLE_CONSUMER,
+                "--bootstrap-server",
+                kafka_bootstrap,
+                "--topic",
+                topic,
+                "--from-beginning",
+                "--isolation-level",
+                "read_committed",
+                "--timeout-ms",
+                "15000",  # also covers joining the group on a loaded machine
+                "--formatter-property",
+                "print.key=true",
+                "--formatter-property",
+                "key.separator=\t",
+            ]
+        )
+        return [tuple(line.split("\t", 1)) for line in out.splitlines() if line]
+
     sim = _simulator()
     readings = N_ASSETS * sim.config.n_steps  # type: ignore[operator]
 
@@ -257,26 +282,7 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
     assert {e.asset for e in events if e.event == "opened"} >= faulty
 
     # -- Kafka's console consumer, read_committed ------------------------------------------
-    out = _run(
-        [
-            *java,
-            CONSOLE_CONSUMER,
-            "--bootstrap-server",
-            kafka_bootstrap,
-            "--topic",
-            topics["alerts"],
-            "--from-beginning",
-            "--isolation-level",
-            "read_committed",
-            "--timeout-ms",
-            "5000",
-            "--formatter-property",
-            "print.key=true",
-            "--formatter-property",
-            "key.separator=\t",
-        ]
-    )
-    java_records = [tuple(line.split("\t", 1)) for line in out.splitlines() if line]
+    java_records = console_read(topics["alerts"])
     assert all(len(r) == 2 for r in java_records), [r for r in java_records if len(r) != 2]
     for key, value in java_records:
         _check_design_schema(key, value)
@@ -301,26 +307,7 @@ def test_foreign_clients_feed_the_monitor_and_read_its_alerts(
     assert set(per_asset) == set(sim.assets), per_asset
     assert min(per_asset.values()) >= DURATION_S * 1000 // QUALITY_EVERY_MS - 2, per_asset
     assert all(p.in_spec is True and p.usl == 1e6 for p in predictions)
-    out = _run(
-        [
-            *java,
-            CONSOLE_CONSUMER,
-            "--bootstrap-server",
-            kafka_bootstrap,
-            "--topic",
-            topics["quality"],
-            "--from-beginning",
-            "--isolation-level",
-            "read_committed",
-            "--timeout-ms",
-            "5000",
-            "--formatter-property",
-            "print.key=true",
-            "--formatter-property",
-            "key.separator=\t",
-        ]
-    )
-    java_quality = [tuple(line.split("\t", 1)) for line in out.splitlines() if line]
+    java_quality = console_read(topics["quality"])
     for key, value in java_quality:
         _check_prediction_schema(key, value)
     assert len(set(java_quality)) == len(java_quality), "a prediction seen twice"

@@ -160,13 +160,7 @@ def test_an_ack_is_published_once_and_survives_a_restart(
                  at_ms=T0 + 300 * STEP, by="someone else")  # fmt: skip
         _send(producer, topics["sensors"], readings(200, 300, fault=fault))
         _fed(loop, 300, "the readings after the restart")
-        wait_for(
-            lambda: any(
-                e.event == "resolved" for e in alert_events(kafka_bootstrap, topics["alerts"])
-            ),
-            60,
-            "the resolve",
-        )
+        _resolved(kafka_bootstrap, topics["alerts"])
     events = alert_events(kafka_bootstrap, topics["alerts"])
     assert len(_acknowledged(events)) == 1
     after = events[events.index(_acknowledged(events)[0]) :]
@@ -174,6 +168,15 @@ def test_an_ack_is_published_once_and_survives_a_restart(
     assert {(e.acknowledged_by, e.acknowledged_at) for e in after} == {
         ("j.smith", format_ts(T0 + 200 * STEP))
     }
+
+
+def _resolved(bootstrap: str, topic: str) -> None:
+    """Wait until an alert's ``resolved`` event is on the alert topic."""
+    wait_for(
+        lambda: any(e.event == "resolved" for e in alert_events(bootstrap, topic)),
+        60,
+        "the resolve",
+    )
 
 
 def _acknowledged(events: list[AlertEvent]) -> list[AlertEvent]:
@@ -211,13 +214,7 @@ def test_a_shelved_alert_stays_quiet_across_a_restart_and_is_announced_when_it_e
     with running_monitor(settings, model()) as loop:
         _send(producer, topics["sensors"], readings(300, 500, fault=fault))
         _fed(loop, 500, "the readings after the restart")
-        wait_for(
-            lambda: any(
-                e.event == "resolved" for e in alert_events(kafka_bootstrap, topics["alerts"])
-            ),
-            60,
-            "the resolve",
-        )
+        _resolved(kafka_bootstrap, topics["alerts"])
     events = alert_events(kafka_bootstrap, topics["alerts"])
     assert {e.alert_id for e in events} == {alert_id}
     later = events[before_restart:]
