@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from plantwatch.settings import ConfigError, Settings, load_settings
+from stream.connect import KafkaConnectError
 
 log = logging.getLogger("plantwatch")
 
@@ -177,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"plantwatch: {exc}", file=sys.stderr)
         return 2
+    except KafkaConnectError as exc:
+        # Why and what to check, without a traceback; never the client configuration.
+        print(f"plantwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("plantwatch: interrupted", file=sys.stderr)
         return 130

@@ -53,6 +53,7 @@ from plantwatch.quality_service import (
     observe_quality,
 )
 from plantwatch.settings import Settings
+from stream.connect import check_connection
 from stream.schema import ReadingDecoder, Rejection
 from stream.source import Batch, SensorSource, route_rejected
 from stream.state import STATE_TOPIC_CONFIG, encode_state, ensure_topics, load_states
@@ -155,6 +156,8 @@ class RunLoop:
 
     def run(self) -> None:
         s = self.settings
+        # A refused password or certificate is said at once, not after a metadata timeout.
+        check_connection(s.kafka.client_config())
         counts = ensure_topics(
             s.kafka.client_config(),
             {

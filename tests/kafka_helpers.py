@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,11 +74,13 @@ def faulty_plant(n_assets: int, duration_s: int, *, seed: int = 4) -> PlantSimul
     )
 
 
-def alert_events(bootstrap: str, topic: str) -> list[AlertEvent]:
+def alert_events(
+    bootstrap: str, topic: str, *, config: Mapping[str, str] | None = None
+) -> list[AlertEvent]:
     """Every alert event on ``topic`` (read_committed), in order."""
     return [
         decode_event(m.value())
-        for m in read_topic(bootstrap, topic)
+        for m in read_topic(bootstrap, topic, config=config)
         if dict(m.headers() or []).get("schema", SCHEMA.encode()) == SCHEMA.encode()
     ]
 
@@ -169,22 +171,25 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 
 def read_topic(
     bootstrap: str,
-    topic: str,
+    topic: str | Sequence[str],
     *,
+    config: Mapping[str, str] | None = None,
     expect: int | None = None,
     idle_s: float = 3.0,
     timeout_s: float = 60.0,
 ) -> list[Any]:
-    """Every message of ``topic`` from the start (until ``expect`` are read, or idle)."""
+    """Every message of ``topic`` (or of several) from the start (until ``expect`` are read,
+    or idle); ``config`` adds client settings (a secured listener's)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": "false",
+            **(config or {}),
         }
     )
-    consumer.subscribe([topic])
+    consumer.subscribe([topic] if isinstance(topic, str) else list(topic))
     out: list[Any] = []
     last = time.monotonic()
     deadline = time.monotonic() + timeout_s

@@ -32,6 +32,7 @@ from stream.broker.defaults import (
 )
 from stream.broker.errors import BrokerError
 from stream.broker.java import JavaInfo, find_java
+from stream.broker.listeners import SecureListeners
 from stream.broker.logs import log_excerpt, log_tail
 from stream.broker.ports import free_port, port_free, tcp_open
 from stream.broker.probe import admin_client, metadata_round_trip
@@ -42,6 +43,7 @@ from stream.broker.server_config import (
     render_log4j2,
     render_server_properties,
 )
+from stream.broker.tls import BrokerKeystore, ensure_keystore, write_private
 
 log = logging.getLogger("plantwatch.broker")
 
@@ -72,6 +74,11 @@ class LocalBroker:
 
     ``start()`` downloads Kafka on first use, formats the storage once, launches the JVM and
     returns the bootstrap address once a metadata request succeeds; ``stop()`` ends it.
+
+    ``security`` opens secured client listeners beside PLAINTEXT (SASL/PLAIN, TLS): their
+    addresses are :meth:`secure_bootstrap`'s, the CA that signed the broker's certificate is
+    :attr:`ca_file` (made on first start, in ``data_dir/tls``), and :meth:`client_config`
+    gives librdkafka settings for each.
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class LocalBroker:
         cache: Path | None = None,
         jvm_options: Sequence[str] = ("-XX:+UseSerialGC",),
         env: Mapping[str, str] | None = None,
+        security: SecureListeners | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise BrokerError(f"port must be between 1 and 65535, got {port}")
@@ -92,6 +100,7 @@ class LocalBroker:
         self.controller_port = controller_port
         self.heap = heap
         self.jvm_options = tuple(jvm_options)
+        self.security = security
         self._env = dict(os.environ if env is None else env)
         self.cache = cache or cache_dir(self._env)
         # Absolute, so the PID check below matches the broker's command line from any cwd.
@@ -116,6 +125,43 @@ class LocalBroker:
     @property
     def _properties(self) -> Path:
         return self.data_dir / "server.properties"
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM of the CA that signed the TLS listener's certificate (``ssl.ca.location``)."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    def secure_bootstrap(self, protocol: str) -> str:
+        """The address of the secured listener ``SASL_PLAINTEXT``, ``SSL`` or ``SASL_SSL``."""
+        ports = {
+            "SASL_PLAINTEXT": self.security.sasl_plain_port if self.security else None,
+            "SSL": self.security.ssl_port if self.security else None,
+            "SASL_SSL": self.security.sasl_ssl_port if self.security else None,
+        }
+        if protocol not in ports:
+            raise BrokerError(f"no such secured listener {protocol!r}; one of {sorted(ports)}")
+        port = ports[protocol]
+        if port is None:
+            raise BrokerError(f"this broker was not started with a {protocol} listener")
+        return f"{LOOPBACK}:{port}"
+
+    def client_config(
+        self, protocol: str, user: str | None = None, password: str | None = None
+    ) -> dict[str, str]:
+        """librdkafka settings for the secured listener ``protocol`` (as ``user`` for SASL).
+
+        TLS clients check the broker's certificate against :attr:`ca_file`, host name too.
+        """
+        conf = {"bootstrap.servers": self.secure_bootstrap(protocol), "security.protocol": protocol}
+        if protocol.startswith("SASL"):
+            if user is None or password is None:
+                raise BrokerError(f"a {protocol} client needs a user and a password")
+            conf.update(
+                {"sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": password}
+            )
+        if protocol.endswith("SSL"):
+            conf["ssl.ca.location"] = str(self.ca_file)
+        return conf
 
     @property
     def bootstrap(self) -> str:
@@ -269,16 +315,26 @@ class LocalBroker:
         controller_port = self.controller_port or free_port()
         self._check_port(self.port, "broker")
         self._check_port(controller_port, "controller")
+        for secure_port in self.security.ports() if self.security else []:
+            self._check_port(secure_port, "secured listener")
         java = find_java(self._env)
         libs = self.ensure_artifacts(progress)
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._properties.write_text(
+        keystore: BrokerKeystore | None = None
+        if self.security is not None and self.security.needs_keystore:
+            keystore = ensure_keystore(self.ca_file.parent, java)
+        # Owner-only: with secured listeners it holds the SASL users' passwords.
+        write_private(
+            self._properties,
             render_server_properties(
-                port=self.port, controller_port=controller_port, log_dir=self._kraft_dir
+                port=self.port,
+                controller_port=controller_port,
+                log_dir=self._kraft_dir,
+                security=self.security,
+                keystore=keystore,
             ),
-            encoding="utf-8",
         )
         (self.data_dir / "log4j2.xml").write_text(render_log4j2(self.log_file), encoding="utf-8")
         classpath = str(libs / "*")
@@ -316,6 +372,10 @@ class LocalBroker:
                 "bootstrap": bootstrap,
                 "port": self.port,
                 "controller_port": controller_port,
+                # Ports only: the users' passwords stay in server.properties (mode 0600).
+                "sasl_plain_port": self.security.sasl_plain_port if self.security else None,
+                "ssl_port": self.security.ssl_port if self.security else None,
+                "sasl_ssl_port": self.security.sasl_ssl_port if self.security else None,
                 "kafka_version": KAFKA_VERSION,
                 "java": java.path,
                 "heap": self.heap,
