@@ -192,8 +192,12 @@ def test_a_hard_bounce_of_a_partition_leader_loses_no_alert_and_doubles_none(
         cluster.wait_fully_replicated(timeout_s=180, admin=admin)
         producer.join(timeout=180)
         assert not producer.is_alive()
-        # Input: the idempotent producer wrote every reading exactly once despite retries.
-        assert _end_offsets(bootstrap, topics["sensors"], 3) == len(msgs)
+        # Input: every reading reached the topic. Not necessarily once: librdkafka's
+        # idempotent producer may write a batch twice across a leader change (its issue
+        # 4953); the monitor consumes whatever is there.
+        on_topic = load_bench("cluster_chaos").read_values(bootstrap, topics["sensors"])
+        assert set(on_topic) == {value for _, value in msgs}
+        assert _end_offsets(bootstrap, topics["sensors"], 3) >= len(msgs)
         wait_for(
             lambda: chaos.lag(bootstrap, settings.kafka.group_id, topics["sensors"], 3) == 0,
             180,
@@ -208,3 +212,14 @@ def test_a_hard_bounce_of_a_partition_leader_loses_no_alert_and_doubles_none(
         f"missing {sorted(set(expected) - set(found))}, other {sorted(set(found) - set(expected))}"
     )
     assert unalerted_faults(sim, alert_events(bootstrap, topics["alerts"]), MAX_DELAY_MS) == []
+
+
+def test_the_bench_measures_a_stall_as_the_longest_time_progress_did_not_move() -> None:
+    progress = load_bench("cluster_chaos").Progress(port=1)
+    # Moves every 0.5 s, stands still from t=2.0 until it moves again at t=7.5.
+    counts = [0, 10, 20, 30, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 50, 60]
+    progress.samples = [(i * 0.5, float(c)) for i, c in enumerate(counts)]
+    assert progress.longest_stall(0.0, 8.0) == pytest.approx(5.5)
+    # A window ending while it stands still counts up to its end.
+    assert progress.longest_stall(0.0, 4.0) == pytest.approx(2.0)
+    assert progress.longest_stall(7.5, 8.0) == pytest.approx(0.5)
