@@ -92,6 +92,11 @@ class LocalBroker:
         jvm_options: Sequence[str] = ("-XX:+UseSerialGC",),
         env: Mapping[str, str] | None = None,
         security: SecureListeners | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
+        cluster_id: str | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise BrokerError(f"port must be between 1 and 65535, got {port}")
@@ -107,6 +112,13 @@ class LocalBroker:
         self.data_dir = (
             Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache)
         ).absolute()
+        # One node of a cluster (stream/broker/cluster.py): its id, every voter, the
+        # replication of new topics, and the cluster id every node's storage is formatted with.
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
+        self.cluster_id = cluster_id
         self._proc: subprocess.Popen[bytes] | None = None
 
     # paths
@@ -265,7 +277,7 @@ class LocalBroker:
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            new_cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "--config",
             str(self._properties),
             "--ignore-formatted",
@@ -310,6 +322,19 @@ class LocalBroker:
             bootstrap = self.bootstrap
             log.info("broker of %s already runs (pid %d) at %s", self.data_dir, running, bootstrap)
             return bootstrap
+        bootstrap = self.launch(progress=progress, detach=detach)
+        self.wait_ready(wait_s)
+        return bootstrap
+
+    def launch(self, *, progress: ProgressFn | None = None, detach: bool = False) -> str:
+        """Format the storage once and start the JVM, without waiting for it to answer.
+
+        A node of a multi-voter cluster cannot answer before a majority of the controllers
+        runs, so :class:`~stream.broker.cluster.LocalCluster` launches every node first and
+        then calls :meth:`wait_ready` on each. Returns the bootstrap address.
+        """
+        if self._owned_pid() is not None:
+            raise BrokerError(f"the broker of {self.data_dir} runs already")
         self._clear_state()
         # Cheap checks first, so a taken port is reported before a long first download.
         controller_port = self.controller_port or free_port()
@@ -334,6 +359,10 @@ class LocalBroker:
                 log_dir=self._kraft_dir,
                 security=self.security,
                 keystore=keystore,
+                node_id=self.node_id,
+                quorum_voters=self.quorum_voters,
+                replication_factor=self.replication_factor,
+                min_insync_replicas=self.min_insync_replicas,
             ),
         )
         (self.data_dir / "log4j2.xml").write_text(render_log4j2(self.log_file), encoding="utf-8")
@@ -382,13 +411,18 @@ class LocalBroker:
                 "started_at": time.time(),
             }
         )
+        return bootstrap
+
+    def wait_ready(self, wait_s: float = DEFAULT_WAIT_S) -> None:
+        """Wait until the launched broker answers a metadata request; stop it if it does not."""
+        bootstrap = f"{LOOPBACK}:{self.port}"
         try:
             self._wait_ready(bootstrap, wait_s)
         except BaseException:
             self.stop()
             raise
-        log.debug("Kafka %s ready at %s (pid %d)", KAFKA_VERSION, bootstrap, self._proc.pid)
-        return bootstrap
+        pid = self._proc.pid if self._proc is not None else -1
+        log.debug("Kafka %s ready at %s (pid %d)", KAFKA_VERSION, bootstrap, pid)
 
     def _died_message(self, code: int) -> str:
         return (
@@ -439,6 +473,24 @@ class LocalBroker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self._wait_gone(pid, 10.0)
+        self._reap()
+        self._clear_state()
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL this data directory's broker: no shutdown, as a crash or power loss.
+
+        Returns whether a running broker was killed. The data directory is left as the
+        kill left it (a later :meth:`start` recovers its logs).
+        """
+        pid = self._owned_pid()
+        if pid is None:
+            self._reap()
+            self._clear_state()
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait_gone(pid, 10.0)
         self._reap()
         self._clear_state()
         return True
