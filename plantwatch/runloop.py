@@ -74,6 +74,22 @@ _RETRIABLE_COMMIT = frozenset(
     }
 )
 _COMMIT_RETRY_S = 1.0
+#: Errors by which the group coordinator refuses a member's offsets because the group has
+#: moved on without it (it missed ``session.timeout.ms`` or ``max.poll.interval.ms``: a
+#: stall, a SIGSTOP, a long GC pause). Its partitions are lost, not its process.
+_GROUP_FENCED = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
+
+
+def _group_fenced(exc: BaseException) -> bool:
+    """True when ``exc`` says this member's group generation is gone (see above)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and err.code() in _GROUP_FENCED and not err.fatal()
 
 
 @dataclass
@@ -89,6 +105,8 @@ class LoopStats:
     checkpoints: int = 0
     #: Times the group took the partitions away without a revocation (a stall).
     partitions_lost: int = 0
+    #: Exactly-once transactions aborted because the group had moved on (a stall).
+    transactions_fenced: int = 0
     #: Quality predictions published, and lab results joined to one.
     predictions: int = 0
     lab_joins: int = 0
@@ -331,12 +349,27 @@ class RunLoop:
                 self.settings.delivery.flush_timeout_s,
             )
             report = publisher.commit_transaction(self.settings.delivery.flush_timeout_s)
-        except Exception:
+        except Exception as exc:
             # Nothing of this batch is visible to read_committed consumers; the process
             # exits and a restart replays the batch from the committed state and offsets.
             publisher.abort_transaction(self.settings.delivery.flush_timeout_s)
             self.metrics.commits.labels(result="error").inc()
-            raise
+            if not _group_fenced(exc):
+                raise
+            # The group moved on while this batch was processed (this member stalled past
+            # max.poll.interval.ms or its session): the coordinator refused its offsets,
+            # the transaction is aborted (the zombie's writes never reach read_committed
+            # readers) and the partitions are someone else's now. No reason to exit: drop
+            # everything the batch advanced, as for lost partitions, and let the consumer
+            # rejoin; the next owner (perhaps this process again) replays the batch.
+            self.stats.transactions_fenced += 1
+            log.warning(
+                "transaction aborted: the group moved on without this member (%s); "
+                "dropping the batch's state and rejoining",
+                exc,
+            )
+            self._drop_partitions()
+            return
         self.metrics.count_deliveries(report.delivered)
         self.metrics.commits.labels(result="ok").inc()
         self._source.store(batch)
@@ -663,6 +696,10 @@ class RunLoop:
             sorted(p.partition for p in partitions),
             len(self._uncommitted.next_offsets),
         )
+        self._drop_partitions()
+
+    def _drop_partitions(self) -> None:
+        """Forget every asset and every offset since the last checkpoint, writing nothing."""
         self._dirty.clear()
         self._uncommitted = Batch()
         self._forget_quality()
