@@ -155,6 +155,21 @@ class RunLoop:
         #: Set when a batch or checkpoint raised: the in-memory state is then ahead of what
         #: was delivered, and must never be checkpointed (see the module docstring).
         self._failed = False
+        #: A member whose loop stood still longer than this (a stall, a SIGSTOP) may have
+        #: been dropped by the group without knowing it yet: librdkafka says so (the lost
+        #: callback) only at a poll after its next heartbeat. Checkpoints wait that long,
+        #: so that no state of a partition someone else owns now is written.
+        props = {k.strip().lower(): v for k, v in settings.kafka.properties.items()}
+        self._stall_limit_s = (
+            min(
+                float(props.get("session.timeout.ms", 45_000)),
+                float(props.get("max.poll.interval.ms", 300_000)),
+            )
+            / 1000.0
+        )
+        self._stall_hold_s = 2 * float(props.get("heartbeat.interval.ms", 3000)) / 1000.0
+        self._last_poll_s = time.monotonic()
+        self._hold_checkpoint_until = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -244,6 +259,7 @@ class RunLoop:
             self.model.window,
             f"http://{s.metrics.host}:{s.metrics.port}/metrics" if s.metrics.enabled else "off",
         )
+        self._last_poll_s = time.monotonic()  # start-up is no stall
         try:
             while not self._stop.is_set():
                 self.step()
@@ -290,7 +306,9 @@ class RunLoop:
     def _step(self) -> None:
         if self._source is None or self._publisher is None:
             return
+        polled = time.monotonic()
         batch = self._source.poll_batch()
+        self._note_stall(polled)
         if self.exactly_once:
             if batch.messages:
                 self._step_transaction(batch)
@@ -307,8 +325,26 @@ class RunLoop:
         if (
             time.monotonic() - self._last_checkpoint_s
             >= self.settings.delivery.checkpoint_interval_s
+            and time.monotonic() >= self._hold_checkpoint_until
         ):
             self.checkpoint()
+
+    def _note_stall(self, polled: float) -> None:
+        """Hold checkpoints for a while after the loop stood still past the group's limits
+        (between two polls, or inside one: a SIGSTOP stops the clock of neither)."""
+        now = time.monotonic()
+        wait_s = self.settings.consumer.batch_wait_ms / 1000.0
+        stood = max(polled - self._last_poll_s, now - polled - wait_s)
+        self._last_poll_s = now
+        if stood > self._stall_limit_s:
+            self._hold_checkpoint_until = now + self._stall_hold_s
+            log.warning(
+                "the loop stood still %.0f s (over %.0f s): no checkpoint for %.0f s, until "
+                "the group has said whether this member still holds its partitions",
+                stood,
+                self._stall_limit_s,
+                self._stall_hold_s,
+            )
 
     def _new_publisher(self) -> AlertPublisher:
         s = self.settings
@@ -581,6 +617,13 @@ class RunLoop:
                 self._source.commit(self._uncommitted)
             except KafkaException as exc:
                 self.metrics.commits.labels(result="error").inc()
+                if _group_fenced(exc):
+                    # The group moved on without this member: the partitions are lost (the
+                    # callback says so at the next poll). Not committing is what losing
+                    # them means; the next owner replays from the last commit.
+                    log.warning("offset commit refused, the group moved on: %s", exc)
+                    self._drop_partitions()
+                    return
                 err = exc.args[0] if exc.args else None
                 waited = time.monotonic() - started
                 if (
