@@ -57,6 +57,31 @@ def create_topic(
         probe.close()
 
 
+def scrape(port: int) -> dict[str, Any] | None:
+    """``messages`` (all results), ``buckets`` of the e2e latency histogram, ``batches``
+    (count and sum of consumed batch sizes) of the ``/metrics`` on ``port``; None if the
+    endpoint does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    messages = 0.0
+    batches = {"count": 0.0, "sum": 0.0}
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "plantwatch_messages_total":
+                messages += sample.value
+            elif sample.name == "plantwatch_e2e_latency_seconds_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == "plantwatch_batch_size_count":
+                batches["count"] = sample.value
+            elif sample.name == "plantwatch_batch_size_sum":
+                batches["sum"] = sample.value
+    return {"messages": messages, "buckets": buckets, "batches": batches}
+
+
 @dataclass
 class MonitorRun:
     readings: int
@@ -115,27 +140,8 @@ class Monitor:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
 
     def scrape(self) -> dict[str, Any] | None:
-        """``messages`` (all results), ``buckets`` of the e2e latency histogram, ``batches``
-        (count and sum of consumed batch sizes); None if the endpoint does not answer."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        messages = 0.0
-        batches = {"count": 0.0, "sum": 0.0}
-        buckets: dict[float, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "plantwatch_messages_total":
-                    messages += sample.value
-                elif sample.name == "plantwatch_e2e_latency_seconds_bucket":
-                    buckets[float(sample.labels["le"])] = sample.value
-                elif sample.name == "plantwatch_batch_size_count":
-                    batches["count"] = sample.value
-                elif sample.name == "plantwatch_batch_size_sum":
-                    batches["sum"] = sample.value
-        return {"messages": messages, "buckets": buckets, "batches": batches}
+        """This process's /metrics, as :func:`scrape` reads them."""
+        return scrape(self.port)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -75,6 +75,22 @@ _RETRIABLE_COMMIT = frozenset(
     }
 )
 _COMMIT_RETRY_S = 1.0
+#: Errors by which the group coordinator refuses a member's offsets because the group has
+#: moved on without it (it missed ``session.timeout.ms`` or ``max.poll.interval.ms``: a
+#: stall, a SIGSTOP, a long GC pause). Its partitions are lost, not its process.
+_GROUP_FENCED = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
+
+
+def _group_fenced(exc: BaseException) -> bool:
+    """True when ``exc`` says this member's group generation is gone (see above)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and err.code() in _GROUP_FENCED and not err.fatal()
 
 
 @dataclass
@@ -90,6 +106,8 @@ class LoopStats:
     checkpoints: int = 0
     #: Times the group took the partitions away without a revocation (a stall).
     partitions_lost: int = 0
+    #: Exactly-once transactions aborted because the group had moved on (a stall).
+    transactions_fenced: int = 0
     #: Quality predictions published, and lab results joined to one.
     predictions: int = 0
     lab_joins: int = 0
@@ -138,6 +156,21 @@ class RunLoop:
         #: Set when a batch or checkpoint raised: the in-memory state is then ahead of what
         #: was delivered, and must never be checkpointed (see the module docstring).
         self._failed = False
+        #: A member whose loop stood still longer than this (a stall, a SIGSTOP) may have
+        #: been dropped by the group without knowing it yet: librdkafka says so (the lost
+        #: callback) only at a poll after its next heartbeat. Checkpoints wait that long,
+        #: so that no state of a partition someone else owns now is written.
+        props = {k.strip().lower(): v for k, v in settings.kafka.properties.items()}
+        self._stall_limit_s = (
+            min(
+                float(props.get("session.timeout.ms", 45_000)),
+                float(props.get("max.poll.interval.ms", 300_000)),
+            )
+            / 1000.0
+        )
+        self._stall_hold_s = 2 * float(props.get("heartbeat.interval.ms", 3000)) / 1000.0
+        self._last_poll_s = time.monotonic()
+        self._hold_checkpoint_until = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -229,6 +262,7 @@ class RunLoop:
             self.model.window,
             f"http://{s.metrics.host}:{s.metrics.port}/metrics" if s.metrics.enabled else "off",
         )
+        self._last_poll_s = time.monotonic()  # start-up is no stall
         try:
             while not self._stop.is_set():
                 self.step()
@@ -275,7 +309,9 @@ class RunLoop:
     def _step(self) -> None:
         if self._source is None or self._publisher is None:
             return
+        polled = time.monotonic()
         batch = self._source.poll_batch()
+        self._note_stall(polled)
         if self.exactly_once:
             if batch.messages:
                 self._step_transaction(batch)
@@ -292,8 +328,26 @@ class RunLoop:
         if (
             time.monotonic() - self._last_checkpoint_s
             >= self.settings.delivery.checkpoint_interval_s
+            and time.monotonic() >= self._hold_checkpoint_until
         ):
             self.checkpoint()
+
+    def _note_stall(self, polled: float) -> None:
+        """Hold checkpoints for a while after the loop stood still past the group's limits
+        (between two polls, or inside one: a SIGSTOP stops the clock of neither)."""
+        now = time.monotonic()
+        wait_s = self.settings.consumer.batch_wait_ms / 1000.0
+        stood = max(polled - self._last_poll_s, now - polled - wait_s)
+        self._last_poll_s = now
+        if stood > self._stall_limit_s:
+            self._hold_checkpoint_until = now + self._stall_hold_s
+            log.warning(
+                "the loop stood still %.0f s (over %.0f s): no checkpoint for %.0f s, until "
+                "the group has said whether this member still holds its partitions",
+                stood,
+                self._stall_limit_s,
+                self._stall_hold_s,
+            )
 
     def _new_publisher(self) -> AlertPublisher:
         s = self.settings
@@ -334,12 +388,27 @@ class RunLoop:
                 self.settings.delivery.flush_timeout_s,
             )
             report = publisher.commit_transaction(self.settings.delivery.flush_timeout_s)
-        except Exception:
+        except Exception as exc:
             # Nothing of this batch is visible to read_committed consumers; the process
             # exits and a restart replays the batch from the committed state and offsets.
             publisher.abort_transaction(self.settings.delivery.flush_timeout_s)
             self.metrics.commits.labels(result="error").inc()
-            raise
+            if not _group_fenced(exc):
+                raise
+            # The group moved on while this batch was processed (this member stalled past
+            # max.poll.interval.ms or its session): the coordinator refused its offsets,
+            # the transaction is aborted (the zombie's writes never reach read_committed
+            # readers) and the partitions are someone else's now. No reason to exit: drop
+            # everything the batch advanced, as for lost partitions, and let the consumer
+            # rejoin; the next owner (perhaps this process again) replays the batch.
+            self.stats.transactions_fenced += 1
+            log.warning(
+                "transaction aborted: the group moved on without this member (%s); "
+                "dropping the batch's state and rejoining",
+                exc,
+            )
+            self._drop_partitions()
+            return
         self.metrics.count_deliveries(report.delivered)
         self.metrics.commits.labels(result="ok").inc()
         self._source.store(batch)
@@ -551,6 +620,13 @@ class RunLoop:
                 self._source.commit(self._uncommitted)
             except KafkaException as exc:
                 self.metrics.commits.labels(result="error").inc()
+                if _group_fenced(exc):
+                    # The group moved on without this member: the partitions are lost (the
+                    # callback says so at the next poll). Not committing is what losing
+                    # them means; the next owner replays from the last commit.
+                    log.warning("offset commit refused, the group moved on: %s", exc)
+                    self._drop_partitions()
+                    return
                 err = exc.args[0] if exc.args else None
                 waited = time.monotonic() - started
                 if (
@@ -666,6 +742,10 @@ class RunLoop:
             sorted(p.partition for p in partitions),
             len(self._uncommitted.next_offsets),
         )
+        self._drop_partitions()
+
+    def _drop_partitions(self) -> None:
+        """Forget every asset and every offset since the last checkpoint, writing nothing."""
         self._dirty.clear()
         self._uncommitted = Batch()
         self._forget_quality()

@@ -127,8 +127,15 @@ def _fail_then_restart(
     assert resume == committed  # nothing of the failed run was committed
 
 
+@pytest.mark.parametrize(
+    "checkpoint_interval_s",
+    # 1 s: a checkpoint is due the moment the stall ends, before librdkafka has said the
+    # partitions are lost; it wrote their state and died on "Commit failed: Unknown member".
+    [600.0, 1.0],
+    ids=["no-checkpoint-due", "checkpoint-due-after-the-stall"],
+)
 def test_partitions_lost_to_a_stall_are_dropped_not_checkpointed_and_the_monitor_carries_on(
-    kafka_bootstrap: str, new_topic: TopicFactory
+    kafka_bootstrap: str, new_topic: TopicFactory, checkpoint_interval_s: float
 ) -> None:
     # A batch slower than max.poll.interval.ms: the group moves the partitions on without
     # this member, and librdkafka reports them lost. They are no longer ours: writing their
@@ -157,7 +164,7 @@ def test_partitions_lost_to_a_stall_are_dropped_not_checkpointed_and_the_monitor
             "properties": {"session.timeout.ms": "6000", "max.poll.interval.ms": "6000"},
         },
         consumer={"batch_size": 50, "batch_wait_ms": 100},
-        delivery={"checkpoint_interval_s": 600.0},
+        delivery={"checkpoint_interval_s": checkpoint_interval_s},
     )
     stalled = threading.Event()
 
@@ -180,3 +187,76 @@ def test_partitions_lost_to_a_stall_are_dropped_not_checkpointed_and_the_monitor
     assert not errors, errors
     assert stalled.is_set() and loop.stats.partitions_lost >= 1
     assert _committed(kafka_bootstrap, group, topics["sensors"]) == produced.readings
+
+
+def test_a_transaction_stalled_past_max_poll_interval_is_fenced_aborted_and_replayed_once(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    # Exactly-once, the stall inside a transaction (after the batch's alert was produced,
+    # before its offsets were sent): the group has moved on, so the broker refuses the
+    # transaction's offsets (the consumer's generation is gone) and the transaction must be
+    # aborted. That is no reason to exit: the partitions are lost, their state dropped, the
+    # loop rejoins and replays the batch; a read_committed reader sees each event once.
+    topics = {p: new_topic(p, partitions=1) for p in ("sensors", "alerts", "dlq", "state")}
+    model = trained_model(1, hours=2.0)
+    sim = PlantSimulator(
+        SimConfig(
+            n_assets=1,
+            period_ms=1000,
+            start_ms=LIVE_START_MS,
+            duration_s=700,
+            seed=7,
+            plant_seed=PLANT_SEED,
+            faults=1,
+            fault_kinds=("level_shift",),
+            fault_duration_s=(120.0, 180.0),
+            warmup_s=300.0,
+        )
+    )
+    produced = produce(sim, {"bootstrap.servers": kafka_bootstrap}, topics["sensors"], pace=False)
+    group = f"fenced-{topics['sensors']}"
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "group_id": group,
+            "properties": {"session.timeout.ms": "6000", "max.poll.interval.ms": "6000"},
+        },
+        consumer={"batch_size": 50, "batch_wait_ms": 100},
+        delivery={"mode": "exactly_once", "transactional_id": f"fenced-{group}"},
+    )
+    loop = RunLoop(settings, model, Metrics.create())
+    stalled = threading.Event()
+    process = loop._process
+
+    def slow(batch: object) -> object:
+        outcome = process(batch)  # type: ignore[arg-type]
+        if outcome.events and not stalled.is_set():
+            stalled.set()
+            time.sleep(9.0)  # past max.poll.interval.ms, inside the open transaction
+        return outcome
+
+    loop._process = slow  # type: ignore[method-assign, assignment]
+    thread, errors = start_loop(loop)
+    try:
+        wait_for(
+            lambda: (
+                (stalled.is_set() and loop.stats.readings >= produced.readings)
+                or not thread.is_alive()
+            ),
+            150,
+            "every reading, the fenced batch again",
+        )
+    finally:
+        loop.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert stalled.is_set() and loop.stats.transactions_fenced >= 1
+    assert _committed(kafka_bootstrap, group, topics["sensors"]) == produced.readings
+    committed = [
+        (e.alert_id, e.event, e.window_at)
+        for e in (decode_event(m.value()) for m in read_topic(kafka_bootstrap, topics["alerts"]))
+    ]
+    assert committed and len(committed) == len(set(committed)), committed
+    assert [k for _, k, _ in committed].count("opened") == 1
