@@ -72,5 +72,6 @@ def test_a_short_soak_runs_through_the_broker(
     result = json.loads(out.read_text())
     assert result["summary"]["readings_sent"] >= 300
     assert result["summary"]["readings_counted"] > 0
-    assert result["intervals"] and result["intervals"][-1]["windows"] > 0
+    # Windows were scored (the first interval may be warm-up, the last a few seconds).
+    assert sum(i["windows"] for i in result["intervals"]) > 0
     assert result["summary"]["rss_end_mb"] > 0
