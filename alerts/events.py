@@ -45,8 +45,8 @@ ALERT_KINDS: Final[tuple[AlertKind, ...]] = ("anomaly", "sensor", "quality")
 
 #: The sensor-health rules a ``sensor`` alert names (DESIGN). ``models.health`` spells the
 #: same words; the orchestration layer hands them over as plain strings.
-SensorRule = Literal["stuck", "spike", "out_of_range"]
-SENSOR_RULES: Final[tuple[SensorRule, ...]] = ("stuck", "spike", "out_of_range")
+SensorRule = Literal["stuck", "spike", "out_of_range", "step"]
+SENSOR_RULES: Final[tuple[SensorRule, ...]] = ("stuck", "spike", "out_of_range", "step")
 
 #: Severity levels as the threshold layer numbers them (0 means "not anomalous").
 SEVERITY_NAMES: dict[int, SeverityName] = {1: "warning", 2: "critical"}

@@ -19,6 +19,7 @@ from alerts.events import AlertEvent
 from common.progress import Progress
 from common.timestamps import format_ts_ms
 from models.artifact import TrainedModel
+from models.health import STEP_WINDOW
 from models.training import train_model
 from plantwatch.monitor import Monitor
 from plantwatch.settings import Settings
@@ -156,8 +157,9 @@ def replay(
         view.assets[rows] if view.assets is not None else None,
         default_asset,
         events,
-        lookback_ms=lambda asset: (
-            settings.sensor_health.spike_max_readings * (model.interval_ms(asset) or 0.0)
+        lookback_ms=lambda asset, rule: (
+            (settings.sensor_health.spike_max_readings if rule == "spike" else STEP_WINDOW // 2)
+            * (model.interval_ms(asset) or 0.0)
         ),
     )
     return BacktestResult(
@@ -184,13 +186,15 @@ def _mark_sensor_alerts(
     default_asset: str,
     events: list[AlertEvent],
     *,
-    lookback_ms: Callable[[str], float],
+    lookback_ms: Callable[[str, str], float],
 ) -> None:
     """Rows inside an open sensor alert are alerted too: an operator is told of both.
 
     From the reading that opened it to the one that resolved it (or the end), like the
     anomaly column; the row's top signal names the sensor. A spike is known only when the
-    signal has come back, so its alert also covers the readings of the excursion before.
+    signal has come back, so its alert also covers the readings of the excursion before;
+    a step is known once most of the step window's readings after it are in, so its alert
+    covers the readings since the step.
     """
     opened: dict[str, AlertEvent] = {}
     spans: list[tuple[AlertEvent, int | None]] = []
@@ -204,8 +208,9 @@ def _mark_sensor_alerts(
     spans.extend((event, None) for event in opened.values())
     for event, end_ms in spans:
         start_ms = format_ts_ms(event.window_at)
-        if event.reason.startswith("spike"):
-            start_ms -= int(lookback_ms(event.asset))
+        rule = event.reason.split(":", 1)[0]
+        if rule in ("spike", "step"):
+            start_ms -= int(lookback_ms(event.asset, rule))
         rows = (ts_ms >= start_ms) & (ts_ms <= (end_ms if end_ms is not None else ts_ms.max()))
         rows &= assets == event.asset if assets is not None else event.asset == default_asset
         anomaly[rows] = 1

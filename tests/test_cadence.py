@@ -8,11 +8,14 @@ as a person would. Before sampling intervals were measured, every minute-cadence
 failed to train ("no run of at least 32 consecutive clean training rows").
 
 Stated margin: at every cadence the monitor detects at least half the faults it detects at
-1 s, and raises at most two false alerts. Measured when this was written (PCA, defaults):
-1 s 4 of 4 faults (the sensor-health rules see the noise increase reading by reading), no
-false alert; 1 min 2 of 4, two false; 3 min, 5 min and irregular minute data 2 of 4, none
-false. What a coarse export loses is what only shows between its samples, such as the
-noise increase's fast fluctuations.
+1 s, and raises at most two false alerts. Measured (PCA, defaults), with the sensor-health
+step rule: 1 s 4 of 4 faults (the noise increase seen reading by reading, the level shift
+of a temperature that PCA scores as normal found by the step rule), no false alert; 1 min,
+3 min, 5 min and irregular minute data 2 of 4, none false. Before the step rule 1 s found 3
+of 4. What a coarse export loses is what only shows between its samples: the noise
+increase's fast fluctuations, and a +3 degC step that at a minute apart is no larger than
+the temperature's own moves with the load (the step rule's band, learned from training's
+lone steps, is 22 step scales there).
 """
 
 from __future__ import annotations
@@ -133,7 +136,8 @@ def test_detection_at_every_cadence_stays_near_the_one_second_result(
 ) -> None:
     reference = runs["1s"]["alerts"]
     assert reference["events_labelled"] == 4
-    assert reference["events_detected"] >= 3, reference
+    # All four: the temperature's level shift only by the sensor-health step rule.
+    assert reference["events_detected"] == 4, reference
     assert reference["events_false"] <= 2, reference
     for name, run in runs.items():
         alerts = run["alerts"]

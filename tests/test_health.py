@@ -228,6 +228,61 @@ def test_an_excursion_longer_than_a_spike_is_out_of_range_not_a_spike() -> None:
     assert fired_rows(found, "out_of_range", "noise") == list(range(203, 210))
 
 
+def test_a_level_step_in_one_signal_alone_is_found_and_its_return_is_not() -> None:
+    x = live(110, 600)
+    j = col("noise")
+    x[200:400, j] += 8.0  # 8 sigma, within the envelope's margin, for 200 readings
+    found = SensorHealth(PROFILE).check(x)
+    # Known once 4 of the 7 readings after it are up; every reading of the run is flagged.
+    rows = fired_rows(found, "step", "noise")
+    assert rows and rows[0] == 203 and rows == list(range(203, rows[-1] + 1))
+    assert found.scores["step"][203, j] > found.limits["step"][j]
+    # The way back to the level before the step is no news.
+    assert all(r < 400 for r in rows)
+    for name in SIGNALS:
+        if name != "noise":
+            assert fired_rows(found, "step", name) == [], name
+
+
+def test_a_step_that_moves_with_another_signal_is_a_process_change_not_a_sensor() -> None:
+    x = live(111, 600)
+    x[200:, col("noise")] += 8.0
+    x[200:, col("gappy")] += 4.0  # 8 of its sigmas, at the same reading
+    found = SensorHealth(PROFILE).check(x)
+    assert not found.fired["step"].any()
+
+
+def test_a_spike_never_moves_the_step_rules_medians() -> None:
+    x = live(112, 600)
+    x[300:303, col("noise")] += 40.0
+    found = SensorHealth(PROFILE).check(x)
+    assert fired_rows(found, "spike", "noise") == [303]
+    assert not found.fired["step"].any()
+
+
+def test_a_profile_from_before_the_step_rule_loads_with_the_rule_off() -> None:
+    doc = PROFILE.to_json()
+    doc.pop("step_window")
+    for entry in doc["signals"]:
+        for key in ("step_scale", "step_q99", "step_q999"):
+            entry.pop(key)
+    old = SensorHealthProfile.from_json(doc)
+    x = live(110, 600)
+    x[200:400, col("noise")] += 8.0
+    health = SensorHealth(old)
+    found = health.check(x)
+    assert not found.fired["step"].any()
+    assert (found.limits["step"] == np.inf).all()
+    assert found.counts()["spike"] == SensorHealth(PROFILE).check(x).counts()["spike"]
+    # ... and a snapshot from before it restores, the step rule starting fresh.
+    snap = SensorHealth(PROFILE).snapshot()
+    for key in ("step_away", "step_run", "step_flag"):
+        snap.pop(key)
+    fresh = SensorHealth(PROFILE)
+    fresh.restore(snap)
+    assert fresh.snapshot() == SensorHealth(PROFILE).snapshot()
+
+
 def test_a_drift_out_of_the_envelope_is_out_of_range() -> None:
     j = col("smooth")
     x = live(108, 4_000)
@@ -247,7 +302,7 @@ def test_a_drift_out_of_the_envelope_is_out_of_range() -> None:
 def test_no_rule_fires_on_normal_data_of_every_kind() -> None:
     health = SensorHealth(PROFILE)
     found = health.check(live(200, 40_000))
-    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0}
+    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0, "step": 0}
     assert found.present[:, col("gappy")].mean() == pytest.approx(0.7, abs=0.02)
 
 
@@ -264,7 +319,7 @@ def test_a_set_point_step_within_the_margin_is_quiet() -> None:
     x[:, j] = level + np.random.default_rng(0).normal(0.0, 0.2, 3_000)
     x[1_500:, col("noise")] += 3.0  # a small step on a noisy signal too
     found = SensorHealth(PROFILE).check(x)
-    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0}
+    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0, "step": 0}
 
 
 def test_a_signal_constant_in_training_is_never_stuck_but_has_a_range() -> None:
@@ -272,7 +327,7 @@ def test_a_signal_constant_in_training_is_never_stuck_but_has_a_range() -> None:
     assert not PROFILE.changes_seen[j]
     x = live(202, 30_000)
     found = SensorHealth(PROFILE).check(x)  # 7.0 for 30 000 readings: quiet
-    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0}
+    assert found.counts() == {"stuck": 0, "spike": 0, "out_of_range": 0, "step": 0}
     assert found.limits["stuck"][j] == np.inf and found.limits["spike"][j] == np.inf
     x[:, j] = 9.0  # its envelope spans 5 % of its level: [7 - 0.35, 7 + 0.35]
     found = SensorHealth(PROFILE).check(x)
@@ -336,7 +391,7 @@ def test_a_signal_with_too_little_training_has_no_rules() -> None:
     found = health.check(np.full((100, 2), 1e6))
     assert found.fired["out_of_range"][:, 0].any()
     assert not found.any()[:, 1].any()
-    assert [found.limits[r][1] for r in RULES] == [np.inf] * 3
+    assert [found.limits[r][1] for r in RULES] == [np.inf] * len(RULES)
 
 
 def test_with_timestamps_a_faster_live_cadence_does_not_fake_a_freeze() -> None:
@@ -532,7 +587,8 @@ def test_findings_helpers() -> None:
     x[100, col("noise")] += 50.0
     x[200:, col("noise")] = 500.0  # out of range from 203, and stuck from 230
     found = SensorHealth(PROFILE).check(x)
-    assert found.counts() == {"stuck": 400 - 230, "spike": 1, "out_of_range": 400 - 203}
+    counts = {"stuck": 400 - 230, "spike": 1, "out_of_range": 400 - 203, "step": 7}
+    assert found.counts() == counts
     codes = found.codes()[:, col("noise")]
     assert codes[101] == 2 and codes[203] == 3 and codes[300] == 3 and codes[150] == 0
     assert found.flagged()[0][:3] == (101, "noise", "spike")

@@ -1,4 +1,4 @@
-"""Sensor health beside the model: stuck, spike and out-of-range rules learned per signal.
+"""Sensor health beside the model: stuck, spike, out-of-range and step rules learned per signal.
 
 A scorer judges the plant; these rules judge the *sensors*, which a scorer is blind to (a
 frozen reading looks perfectly normal to an autoencoder, a one-reading spike is gone before
@@ -43,6 +43,24 @@ one profile works at any cadence and for any plant:
     exactly 0 throughout training has no scale, and any other value is out of range.
     Score: distance outside the envelope in spans (in the signal's units when the span is
     0); limit: ``envelope_margin`` (0 then).
+``step``
+    The signal's level steps and stays, *alone*: the median of its last ``step_window``
+    readings (7, the profile's) minus the median of the ``step_window`` before is more than
+    the step band, while no other signal of the asset stepped more than ``step_alone_z``
+    of its own step scales at that reading. A sensor's offset or a failing transmitter
+    moves one signal; a set-point change or a process upset moves the signals related to
+    it together, and those are the model's to judge. The medians make it blind to spikes
+    (fewer than half the window) and known once most of the window after the step is in
+    (4 readings of 7). The band is the larger of ``step_z`` step scales (MAD-based over
+    training's steps, at least a quarter of the median non-zero change) and training's
+    tail of steps taken alone extended ``step_tail_decades`` decades, as for the spike
+    band: a signal that follows the process with a lag (a temperature after a load
+    change) steps alone in training too, and gets a band that holds those steps. A step
+    that undoes the signal's last one (lands within half the band, or a quarter of that
+    step, of where it began: the offset going away, a fault ending) is no news. Every
+    reading of a run of consecutive readings over the band carries the verdict of its
+    first. Score: the step in step scales; limit: the band in the same units. A profile
+    trained before the rule existed has no step rule.
 
 Readings that are missing (NaN, or not finite) are no reading for that signal: they neither
 extend nor break a run, and no rule fires on them. A signal with fewer than
@@ -73,7 +91,13 @@ settings), :mod:`~models.health.profile` (what training saw), :mod:`~models.heal
 30.0
 """
 
-from models.health.config import MIN_TRAINING_READINGS, RULES, SensorHealthConfig, SensorRule
+from models.health.config import (
+    MIN_TRAINING_READINGS,
+    RULES,
+    STEP_WINDOW,
+    SensorHealthConfig,
+    SensorRule,
+)
 from models.health.findings import HealthFindings
 from models.health.kernels import F64, I64, Bools
 from models.health.profile import PROFILE_VERSION, SensorHealthProfile
@@ -87,6 +111,7 @@ __all__ = [
     "PROFILE_VERSION",
     "RULES",
     "SNAPSHOT_VERSION",
+    "STEP_WINDOW",
     "Bools",
     "HealthFindings",
     "SensorHealth",

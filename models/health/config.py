@@ -8,9 +8,18 @@ import msgspec
 
 from common.config import Config
 
-SensorRule = Literal["stuck", "spike", "out_of_range"]
+SensorRule = Literal["stuck", "spike", "out_of_range", "step"]
 #: The rules, in the order findings list them; ``alerts.events.SENSOR_RULES`` spells the same.
-RULES: Final[tuple[SensorRule, ...]] = ("stuck", "spike", "out_of_range")
+RULES: Final[tuple[SensorRule, ...]] = ("stuck", "spike", "out_of_range", "step")
+
+#: Readings in each of the step rule's two medians (the profile's default): a step is
+#: known once ``STEP_WINDOW // 2 + 1`` readings after it are in.
+STEP_WINDOW: Final = 7
+
+#: A signal "moved" at a reading when its level step there exceeds this many of its own
+#: step scales. Training learns the step rule's tail from the readings where no other
+#: signal of the asset moved (``SensorHealthConfig.step_alone_z`` defaults to the same).
+STEP_MOVED_Z: Final = 4.0
 
 #: Fewer finite training readings than this and a signal gets no rules: too little to learn
 #: a longest run, a residual scale or an envelope from.
@@ -23,12 +32,14 @@ class SensorHealthConfig(Config, frozen=True, kw_only=True):
     The defaults aim at (nearly) no alarm on normal data, leaving gross faults plainly
     caught: a freeze 3x longer than any training run (and at least 30 readings), a spike of
     8 robust sigmas (or more where training's residual tail is heavy) that comes back within
-    3 readings, and a sustained excursion a whole trained span beyond the trained envelope
-    (so set-point moves up to a span past training stay quiet). Factor 3 on the longest run:
-    for runs that end at random (a quantised noisy signal) the longest run grows with the
-    log of the readings seen, so tripling it needs ~N**3 live readings for N training ones;
-    set-point-like signals are held for as long as operators hold them, and three times
-    the longest hold training saw is what "far longer" means here.
+    3 readings, a level step of 10 robust sigmas (or more, likewise) in one signal alone
+    that holds for at least half the step window, and a sustained excursion a whole
+    trained span beyond the trained envelope (so set-point moves up to a span past
+    training stay quiet). Factor 3 on the longest run: for runs that end at random (a
+    quantised noisy signal) the longest run grows with the log of the readings seen, so
+    tripling it needs ~N**3 live readings for N training ones; set-point-like signals are
+    held for as long as operators hold them, and three times the longest hold training
+    saw is what "far longer" means here.
     """
 
     enabled: bool = True
@@ -49,3 +60,14 @@ class SensorHealthConfig(Config, frozen=True, kw_only=True):
     envelope_margin: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     #: The envelope's span is at least this fraction of the signal's magnitude.
     envelope_level_fraction: Annotated[float, msgspec.Meta(ge=0)] = 0.05
+    #: Step band half-width in step scales (robust sigmas of training's level steps). 10,
+    #: not the spike's 8: at 8 the simulator's noise bursts and SKAB's warm-up drift gave
+    #: steps of 8.1-9.1 scales that were no fault (docs/BENCHMARKS.md), and every
+    #: level shift measured (demo, cadence test, simulator) scored 18 scales or more.
+    step_z: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: ... and at least training's tail of lone steps extended this many decades.
+    step_tail_decades: Annotated[float, msgspec.Meta(ge=0, le=6)] = 3.0
+    #: A step counts only if no other signal of the asset stepped more than this many of
+    #: its own step scales at the same reading: a process change moves related signals
+    #: together, a sensor's own fault moves one.
+    step_alone_z: Annotated[float, msgspec.Meta(gt=0)] = STEP_MOVED_Z

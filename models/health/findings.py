@@ -40,9 +40,10 @@ class HealthFindings:
 
     def codes(self) -> npt.NDArray[np.int8]:
         """(readings, signals): 0 none, else 1 + the index in :data:`RULES` of the rule
-        that fires (``out_of_range`` over ``stuck`` over ``spike`` when several do)."""
+        that fires (``out_of_range`` over ``stuck`` over ``step`` over ``spike`` when
+        several do)."""
         out = np.zeros(self.present.shape, np.int8)
-        for rule in ("spike", "stuck", "out_of_range"):
+        for rule in ("spike", "step", "stuck", "out_of_range"):
             out[self.fired[rule]] = RULES.index(rule) + 1
         return out
 

@@ -118,3 +118,31 @@ def _prev_median(x: F64, window: int) -> F64:
         mid[count < need] = np.nan
         med[window + start : window + start + part.shape[0]] = mid
     return med
+
+
+def _step_levels(x: F64, window: int) -> tuple[F64, F64]:
+    """Per cell, the medians of the ``window`` readings it ends (after) and of the
+    ``window`` readings before those (before); NaN where either is not known (fewer than
+    ``2 * window`` rows before and at the cell, or fewer than half of a half finite).
+    ``after - before`` is the level's step ending at the cell, robust to any excursion of
+    fewer than ``window / 2`` readings (a spike never moves a median of ``window``)."""
+    n, width = x.shape
+    padded = np.vstack([x, np.full((1, width), np.nan)])
+    med = _prev_median(padded, window)  # med[r]: the window rows before r
+    before = np.full((n, width), np.nan)
+    after = np.full((n, width), np.nan)
+    if n >= 2 * window:
+        rows = np.arange(2 * window - 1, n)
+        after[rows] = med[rows + 1]
+        before[rows] = med[rows + 1 - window]
+    return before, after
+
+
+def _alone(moved: Bools, block: int) -> Bools:
+    """Per cell, whether no *other* signal of the same asset moved at that row: the columns
+    are assets side by side, ``block`` signals each."""
+    n, width = moved.shape
+    by_asset = moved.reshape(n, width // block, block)
+    others = by_asset.sum(axis=-1, keepdims=True) - by_asset
+    alone: Bools = (others == 0).reshape(n, width)
+    return alone

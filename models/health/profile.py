@@ -10,17 +10,19 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from models.health.config import MIN_TRAINING_READINGS
+from models.health.config import MIN_TRAINING_READINGS, STEP_MOVED_Z, STEP_WINDOW
 from models.health.kernels import (
     F64,
     I64,
     Bools,
+    _alone,
     _check_segments,
     _check_ts,
     _clean,
     _or_none,
     _prev_median,
     _previous_finite,
+    _step_levels,
     _unchanged_runs,
 )
 
@@ -31,6 +33,7 @@ _MAD_TO_SIGMA: Final = 1.4826
 _MEAN_AD_TO_SIGMA: Final = 1.2533
 _ENVELOPE_PERCENTILES: Final = (0.1, 99.9)
 _TAIL_QUANTILES: Final = (0.99, 0.999)
+_STEP_QUANTA: Final = 0.25
 
 
 class _SignalJSON(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,6 +48,10 @@ class _SignalJSON(msgspec.Struct, forbid_unknown_fields=True):
     residual_q999: float | None
     low: float | None
     high: float | None
+    # Added after version 1 shipped: a profile without them has no step rule.
+    step_scale: float | None = None
+    step_q99: float | None = None
+    step_q999: float | None = None
 
 
 class _ProfileJSON(msgspec.Struct, forbid_unknown_fields=True):
@@ -52,6 +59,7 @@ class _ProfileJSON(msgspec.Struct, forbid_unknown_fields=True):
     band_window: Annotated[int, msgspec.Meta(ge=3)]
     flat_tolerance: Annotated[float, msgspec.Meta(ge=0)]
     signals: list[_SignalJSON]
+    step_window: Annotated[int, msgspec.Meta(ge=3)] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +95,15 @@ class SensorHealthProfile:
     residual_q999: F64
     low: F64
     high: F64
+    #: Readings in each of the step rule's two medians (``None``: no step rule, a profile
+    #: trained before it existed).
+    step_window: int | None
+    #: The step (median of the last ``step_window`` readings minus the median of the
+    #: ``step_window`` before) in training: its MAD-based scale, and the 99th and 99.9th
+    #: percentiles of |step| over the rows where no other signal of the asset moved.
+    step_scale: F64
+    step_q99: F64
+    step_q999: F64
 
     @classmethod
     def fit(
@@ -98,6 +115,7 @@ class SensorHealthProfile:
         ts_ms: npt.ArrayLike | None = None,
         band_window: int = 9,
         flat_tolerance: float = 0.01,
+        step_window: int = STEP_WINDOW,
     ) -> SensorHealthProfile:
         """Learn the profile from raw training values (rows, signals), NaN for missing.
 
@@ -110,6 +128,8 @@ class SensorHealthProfile:
         rows, width = x.shape
         if band_window < 3:
             raise ValueError(f"band_window must be at least 3 readings, got {band_window}")
+        if step_window < 3:
+            raise ValueError(f"step_window must be at least 3 readings, got {step_window}")
         if not flat_tolerance >= 0:
             raise ValueError(f"flat_tolerance must be >= 0, got {flat_tolerance}")
         spans = _check_segments(segments, rows)
@@ -178,6 +198,7 @@ class SensorHealthProfile:
             changes |= (changed & ~first).any(axis=0)
         enough = readings >= MIN_TRAINING_READINGS
         longest_ms = np.where(np.isfinite(longest_ms), longest_ms, np.nan)
+        step_scale, step_q99, step_q999 = _step_profile(x, spans, step_window, quantum)
         return cls(
             signals=names,
             band_window=int(band_window),
@@ -192,6 +213,10 @@ class SensorHealthProfile:
             residual_q999=q999,
             low=low,
             high=high,
+            step_window=int(step_window),
+            step_scale=step_scale,
+            step_q99=step_q99,
+            step_q999=step_q999,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -209,10 +234,15 @@ class SensorHealthProfile:
                 residual_q999=_or_none(self.residual_q999[j]),
                 low=_or_none(self.low[j]),
                 high=_or_none(self.high[j]),
+                step_scale=_or_none(self.step_scale[j]),
+                step_q99=_or_none(self.step_q99[j]),
+                step_q999=_or_none(self.step_q999[j]),
             )
             for j, name in enumerate(self.signals)
         ]
-        doc = _ProfileJSON(PROFILE_VERSION, self.band_window, self.flat_tolerance, per_signal)
+        doc = _ProfileJSON(
+            PROFILE_VERSION, self.band_window, self.flat_tolerance, per_signal, self.step_window
+        )
         return msgspec.to_builtins(doc)  # type: ignore[no-any-return]
 
     @classmethod
@@ -250,4 +280,55 @@ class SensorHealthProfile:
             residual_q999=column("residual_q999"),
             low=column("low"),
             high=column("high"),
+            step_window=doc.step_window,
+            step_scale=column("step_scale"),
+            step_q99=column("step_q99"),
+            step_q999=column("step_q999"),
         )
+
+
+def _step_profile(
+    x: F64, spans: Sequence[tuple[int, int]], window: int, quantum: F64
+) -> tuple[F64, F64, F64]:
+    """The step rule's scale and tail per signal (NaN: no rule), from training's steps.
+
+    The scale is MAD-based (1.4826 x median |step|; the mean |step| x 1.2533 where most
+    steps are 0), never below a quarter of the signal's median non-zero change (so with
+    ``step_z`` 10 a step of one or two quanta of a quantised signal never fires; a median
+    of several readings moves far less than one reading does, so the full change would
+    blunt the rule on noisy signals). The tail is taken over
+    the rows where no other signal moved more than :data:`STEP_MOVED_Z` scales: what the
+    rule judges (a signal that moves alone), so a signal that follows the process with a
+    lag (a temperature after a load change) brings its own large steps into the tail.
+    """
+    width = x.shape[1]
+    steps = []
+    for start, end in spans:
+        before, after = _step_levels(x[start:end], window)
+        steps.append(after - before)
+    step = np.abs(np.vstack(steps))
+    scale = np.full(width, np.nan)
+    q99 = np.full(width, np.nan)
+    q999 = np.full(width, np.nan)
+    for j in range(width):
+        col = step[:, j]
+        col = col[np.isfinite(col)]
+        if col.size < MIN_TRAINING_READINGS or not np.isfinite(quantum[j]):
+            continue
+        sigma = _MAD_TO_SIGMA * float(np.median(col))
+        if sigma == 0:
+            sigma = _MEAN_AD_TO_SIGMA * float(np.mean(col))
+        scale[j] = max(sigma, _STEP_QUANTA * float(quantum[j]))
+    with np.errstate(invalid="ignore"):
+        moved = np.nan_to_num(step / scale) > STEP_MOVED_Z
+    alone = _alone(moved, width)
+    for j in range(width):
+        if not np.isfinite(scale[j]):
+            continue
+        col = step[alone[:, j], j]
+        col = col[np.isfinite(col)]
+        if col.size < MIN_TRAINING_READINGS:
+            scale[j] = np.nan
+            continue
+        q99[j], q999[j] = np.quantile(col, _TAIL_QUANTILES)
+    return scale, q99, q999

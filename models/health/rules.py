@@ -17,10 +17,12 @@ from models.health.kernels import (
     F64,
     I64,
     Bools,
+    _alone,
     _check_ts,
     _clean,
     _consecutive,
     _prev_median,
+    _step_levels,
     _unchanged_runs,
 )
 from models.health.profile import SensorHealthProfile
@@ -78,18 +80,37 @@ class SensorHealth:
         self._range_limit = np.where(
             envelope_on, np.where(self._span > 0, cfg.envelope_margin, 0.0), np.inf
         )
+        step_window = profile.step_window or 0
+        step_scale = profile.step_scale
+        step_on = (step_window > 0) & np.isfinite(step_scale) & (step_scale > 0)
+        step_on &= np.isfinite(profile.step_q999)
+        self._step_on = step_on
+        self._step_scale = np.where(step_on, step_scale, np.nan)
+        self._step_band = np.where(step_on, _step_band(profile, cfg), np.inf)
+        self._step_limit = np.where(
+            step_on, self._step_band / np.where(step_on, step_scale, 1.0), np.inf
+        )
+        #: Signals per asset: a wide health (assets side by side) judges "alone" per block.
+        self._block = width
+
         self._limits: dict[SensorRule, F64] = {
             "stuck": self._stuck_limit,
             "spike": self._spike_limit,
             "out_of_range": self._range_limit,
+            "step": self._step_limit,
         }
 
-        self._keep = profile.band_window + cfg.spike_max_readings + 1
+        self._keep = max(profile.band_window + cfg.spike_max_readings + 1, 2 * step_window)
         self._last = np.full(width, np.nan)
         self._run = np.zeros(width, np.int64)
         self._run_start = np.full(width, np.nan)
         self._out_run = np.zeros(width, np.int64)
         self._tail = np.zeros((0, width), np.float64)
+        # The step rule: the signal's last step not yet undone (signed; 0: none), whether
+        # its last reading was in a run of step candidates, and that run's verdict.
+        self._step_away = np.zeros(width)
+        self._step_run = np.zeros(width, np.bool_)
+        self._step_flag = np.zeros(width, np.bool_)
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -121,13 +142,21 @@ class SensorHealth:
                 dict(self._limits),
             )
         stuck, stuck_score = self._stuck(x, present, stamps)
-        spike, spike_score = self._spike(x)
+        ext = np.vstack([self._tail, x])
+        spike, spike_score = self._spike(ext)
+        step, step_score = self._step(ext, present)
+        self._tail = ext[-self._keep :].copy()
         out, out_score = self._out_of_range(x, present)
         return HealthFindings(
             self.signals,
             present,
-            {"stuck": stuck, "spike": spike, "out_of_range": out},
-            {"stuck": stuck_score, "spike": spike_score, "out_of_range": out_score},
+            {"stuck": stuck, "spike": spike, "out_of_range": out, "step": step},
+            {
+                "stuck": stuck_score,
+                "spike": spike_score,
+                "out_of_range": out_score,
+                "step": step_score,
+            },
             dict(self._limits),
         )
 
@@ -144,12 +173,12 @@ class SensorHealth:
             fired &= ~known | (lasted > self._stuck_limit_ms)
         return fired, np.where(fired, length, 0).astype(np.float64)
 
-    def _spike(self, x: F64) -> tuple[Bools, F64]:
-        n, width = x.shape
+    def _spike(self, ext: F64) -> tuple[Bools, F64]:
+        """``ext``: the carried tail, then this batch's readings."""
         window, longest = self.profile.band_window, self.config.spike_max_readings
-        ext = np.vstack([self._tail, x])
         offset = self._tail.shape[0]
-        total = ext.shape[0]
+        total, width = ext.shape
+        n = total - offset
         med = _prev_median(ext, window)
         band = self._band
         back = self.config.spike_return * band
@@ -175,9 +204,55 @@ class SensorHealth:
             rows = c - offset
             fired[rows] |= ok
             excursion[rows] = np.where(ok, np.fmax(excursion[rows], peak), excursion[rows])
-        self._tail = ext[-self._keep :].copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(fired, excursion / self._scale, 0.0)
+        return fired, score
+
+    def _step(self, ext: F64, present: Bools) -> tuple[Bools, F64]:
+        """A level that steps and stays, in one signal alone (see :mod:`models.health`).
+
+        A run of consecutive candidate readings (step over the band) is one step, judged
+        at its first reading: flagged if no other signal of the asset moved there and it
+        does not undo the signal's last step (lands within half the band, or a quarter of
+        that step, of where the step began: the end of a sensor's offset or of a fault is
+        no news); every reading of the run carries that verdict. Missing readings neither
+        extend nor break a run.
+        """
+        n, width = present.shape
+        fired = np.zeros((n, width), np.bool_)
+        score = np.zeros((n, width))
+        if not self._step_on.any() or n == 0:
+            return fired, score
+        offset = self._tail.shape[0]
+        before, after = _step_levels(ext, self.profile.step_window or 0)
+        before, after = before[offset:], after[offset:]
+        with np.errstate(invalid="ignore"):
+            size = np.abs(after - before)
+            z = size / self._step_scale
+            moved = np.nan_to_num(z) > self.config.step_alone_z
+            candidate = present & (np.nan_to_num(size) > self._step_band)
+        alone = _alone(moved, self._block)
+        carried = self._step_run & present.any(axis=0)
+        for j in np.flatnonzero(candidate.any(axis=0) | carried).tolist():
+            rows = np.flatnonzero(present[:, j])
+            flags = candidate[rows, j]
+            verdict, away = bool(self._step_flag[j]), float(self._step_away[j])
+            previous = bool(self._step_run[j])
+            for i, row in enumerate(rows.tolist()):
+                if not flags[i]:
+                    previous = False
+                    continue
+                if not previous:  # a new run: judge the step at its first reading
+                    step = float(after[row, j] - before[row, j])
+                    undo = max(self._step_band[j] / 2, _STEP_RETURN * abs(away))
+                    if away != 0.0 and abs(away + step) <= undo:
+                        verdict, away = False, 0.0  # back by the way it went: no news
+                    else:
+                        verdict, away = bool(alone[row, j]), step
+                previous = True
+                fired[row, j] = verdict
+            self._step_run[j], self._step_flag[j], self._step_away[j] = previous, verdict, away
+        score[fired] = z[fired]
         return fired, score
 
     def _out_of_range(self, x: F64, present: Bools) -> tuple[Bools, F64]:
@@ -194,7 +269,16 @@ class SensorHealth:
 
     def snapshot(self) -> dict[str, Any]:
         """The carry state as plain JSON-able data (``null`` for "none yet"), versioned."""
-        carry = _Carry(self._last, self._run, self._run_start, self._out_run, self._tail)
+        carry = _Carry(
+            self._last,
+            self._run,
+            self._run_start,
+            self._out_run,
+            self._tail,
+            self._step_away,
+            self._step_run,
+            self._step_flag,
+        )
         return _encode_carry(self.signals, carry)
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
@@ -204,6 +288,8 @@ class SensorHealth:
         self._last, self._run = carry.last, carry.run
         self._run_start, self._out_run = carry.run_start, carry.out_run
         self._tail = carry.tail[-self._keep :]
+        self._step_away, self._step_run = carry.step_away, carry.step_run
+        self._step_flag = carry.step_flag
 
 
 def check_many(
@@ -263,6 +349,9 @@ def _check_side_by_side(
     wide._run = np.concatenate([h._run for h in healths])
     wide._run_start = np.concatenate([h._run_start for h in healths])
     wide._out_run = np.concatenate([h._out_run for h in healths])
+    wide._step_away = np.concatenate([h._step_away for h in healths])
+    wide._step_run = np.concatenate([h._step_run for h in healths])
+    wide._step_flag = np.concatenate([h._step_flag for h in healths])
     tail = np.hstack([h._tail for h in healths])
     wide._tail = tail
     findings = wide._check(x, ts)
@@ -278,6 +367,9 @@ def _check_side_by_side(
         health._run = wide._run[cols].copy()
         health._run_start = wide._run_start[cols].copy()
         health._out_run = wide._out_run[cols].copy()
+        health._step_away = wide._step_away[cols].copy()
+        health._step_run = wide._step_run[cols].copy()
+        health._step_flag = wide._step_flag[cols].copy()
         health._tail = new_tail[:, cols].copy()
         out.append(
             HealthFindings(
@@ -300,9 +392,28 @@ def _wide(profile: SensorHealthProfile, config: SensorHealthConfig, count: int) 
         for f in dataclasses.fields(profile)
         if isinstance(getattr(profile, f.name), np.ndarray)
     }
-    return SensorHealth(
+    wide = SensorHealth(
         dataclasses.replace(profile, signals=profile.signals * count, **tiled), config
     )
+    wide._block = len(profile.signals)
+    return wide
+
+
+#: A step undoes the signal's last step when it lands within this fraction of that step
+#: (or half the band) of where that step began.
+_STEP_RETURN = 0.25
+
+
+def _step_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:
+    """The step rule's band per signal, in the signal's units: the larger of ``step_z``
+    step scales and training's tail of lone steps extended ``step_tail_decades`` decades,
+    as for the spike band."""
+    q99, q999 = profile.step_q99, profile.step_q999
+    with np.errstate(invalid="ignore", divide="ignore"):
+        growth = np.where(q99 > 0, q999 / q99, 1.0)
+        guard = q999 * growth**cfg.step_tail_decades
+        band: F64 = np.fmax(cfg.step_z * profile.step_scale, guard)
+    return band
 
 
 def _spike_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:

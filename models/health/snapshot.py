@@ -8,7 +8,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import numpy as np
 
-from models.health.kernels import F64, I64, _floats, _or_none
+from models.health.kernels import F64, I64, Bools, _floats, _or_none
 
 SNAPSHOT_VERSION: Final = 1
 
@@ -21,6 +21,10 @@ class _HealthSnapshot(msgspec.Struct, forbid_unknown_fields=True):
     run_start_ms: list[int | None]
     out_run: list[int]
     tail: list[list[float | None]]
+    # Added after version 1 shipped (the step rule); a snapshot without them starts it fresh.
+    step_away: list[float] | None = None
+    step_run: list[bool] | None = None
+    step_flag: list[bool] | None = None
 
 
 class _Carry(NamedTuple):
@@ -31,6 +35,9 @@ class _Carry(NamedTuple):
     run_start: F64
     out_run: I64
     tail: F64
+    step_away: F64
+    step_run: Bools
+    step_flag: Bools
 
 
 def _encode_carry(signals: tuple[str, ...], carry: _Carry) -> dict[str, Any]:
@@ -42,6 +49,9 @@ def _encode_carry(signals: tuple[str, ...], carry: _Carry) -> dict[str, Any]:
         run_start_ms=[None if not np.isfinite(v) else int(v) for v in carry.run_start],
         out_run=[int(v) for v in carry.out_run],
         tail=[[_or_none(v) for v in row] for row in carry.tail],
+        step_away=[float(v) for v in carry.step_away],
+        step_run=[bool(v) for v in carry.step_run],
+        step_flag=[bool(v) for v in carry.step_flag],
     )
     return msgspec.to_builtins(state)  # type: ignore[no-any-return]
 
@@ -64,7 +74,11 @@ def _decode_carry(snapshot: Mapping[str, Any], signals: tuple[str, ...]) -> _Car
             f"{list(signals)}"
         )
     width = len(signals)
-    columns = (state.last, state.run, state.run_start_ms, state.out_run)
+    step_away = state.step_away if state.step_away is not None else [0.0] * width
+    step_run = state.step_run if state.step_run is not None else [False] * width
+    step_flag = state.step_flag if state.step_flag is not None else [False] * width
+    columns: tuple[list[Any], ...] = (state.last, state.run, state.run_start_ms, state.out_run)
+    columns += (step_away, step_run, step_flag)
     if any(len(c) != width for c in columns) or any(len(r) != width for r in state.tail):
         raise ValueError(f"sensor-health snapshot is damaged: not {width} signals wide")
     tail = np.array(
@@ -76,4 +90,7 @@ def _decode_carry(snapshot: Mapping[str, Any], signals: tuple[str, ...]) -> _Car
         _floats(state.run_start_ms),
         np.array(state.out_run, np.int64),
         tail,
+        np.array(step_away, np.float64),
+        np.array(step_run, np.bool_),
+        np.array(step_flag, np.bool_),
     )
