@@ -35,6 +35,7 @@ BENCHES = (
     Bench("bench_monitor", ("--quick",)),
     Bench("bench_inference", ("--quick",)),
     Bench("bench_thresholds", ("--quick",)),
+    Bench("bench_health", ("--quick",)),
     Bench("bench_simulator", ("--quick",)),
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),

@@ -259,4 +259,7 @@ def test_a_transaction_stalled_past_max_poll_interval_is_fenced_aborted_and_repl
         for e in (decode_event(m.value()) for m in read_topic(kafka_bootstrap, topics["alerts"]))
     ]
     assert committed and len(committed) == len(set(committed)), committed
-    assert [k for _, k, _ in committed].count("opened") == 1
+    # Each alert opened once (the level shift raises the model's alert and the sensor
+    # health's step alert), however often its batch was replayed.
+    opened = [alert_id for alert_id, k, _ in committed if k == "opened"]
+    assert opened and len(opened) == len(set(opened)), committed
