@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.schema import SensorReading
-from stream.window import PUSHES, AssetWindow, Push
+from stream.window import PUSHES, AssetWindow, Push, in_segment_max, push_runs
 
 FloatArray = npt.NDArray[np.float32]
 #: The asset's window (made on first use): what the monitor holds per asset.
@@ -93,7 +93,9 @@ def window_columns(
     empty: FloatArray,
 ) -> Windowed:
     """The columnar path: the batch as arrays once, ordered by asset then time with one
-    stable sort, each asset's run pushed at once (:meth:`AssetWindow.push_many`).
+    stable sort, and every asset's run pushed in one pass of arrays
+    (:func:`stream.window.push_runs`); windows of another stride or length than the
+    first asset's take each run on its own (:meth:`AssetWindow.push_many`).
 
     Exactly :func:`window_each`: the same order (assets sorted by name, readings in
     time order within each, input order among equal times), outcomes and windows.
@@ -114,6 +116,13 @@ def window_columns(
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     starts = np.concatenate([[0], bounds]).tolist()
     ends = np.concatenate([bounds, [n]]).tolist()
+    states = [window_for(names[int(order[a])]) for a in starts]
+    first = states[0]
+    if all(
+        st.stride == 1 and st.window_size == first.window_size and st.signals == first.signals
+        for st in states
+    ):
+        return _window_runs(names, codes, ts, raw, rows, order, starts, states, empty)
     results = np.empty(n, np.int8)
     reordered = 0
     windows: list[npt.NDArray[np.float32]] = []
@@ -153,6 +162,55 @@ def window_columns(
         sources=np.concatenate(sources).astype(np.int64) if sources else _NO_INTS,
         columns=(ts, raw),
         accepted_runs=[(a, rows) for a, rows in accepted_runs if rows.size],
+    )
+
+
+def _window_runs(
+    names: list[str],
+    codes: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    raw: npt.NDArray[np.float64],
+    rows: npt.NDArray[np.float32],
+    order: npt.NDArray[np.intp],
+    starts: list[int],
+    states: list[AssetWindow],
+    empty: FloatArray,
+) -> Windowed:
+    """:func:`window_columns` with every asset's run pushed in one pass
+    (:func:`stream.window.push_runs`): the same order, outcomes, windows and state."""
+    n = len(names)
+    sorted_ts = ts[order]
+    pushed, ready, ends = push_runs(states, sorted_ts, rows[order], np.asarray(starts, np.int64))
+    # Out of time order: older than a reading of its asset that arrived before it.
+    arrival = np.lexsort((np.arange(n), codes))
+    arrived_ts = ts[arrival]
+    seg = codes[arrival]
+    newest = in_segment_max(arrived_ts, seg)
+    later = np.ones(n, np.bool_)
+    later[1:] = seg[1:] != seg[:-1]
+    reordered = int((~later[1:] & (arrived_ts[1:] < newest[:-1])).sum())
+    results = pushed
+    accepted_sorted = results != _LATE
+    accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = []
+    bounds = [*starts[1:], n]
+    for start, end in zip(starts, bounds, strict=True):
+        idx = order[start:end]
+        kept = idx[accepted_sorted[start:end]]
+        if kept.size:
+            accepted_runs.append((names[int(idx[0])], kept))
+    counts = np.bincount(results, minlength=len(PUSHES)).tolist()
+    pushes = Counter({p.value: c for p, c in zip(PUSHES, counts, strict=True) if c})
+    sources = order[ends].astype(np.int64)
+    return Windowed(
+        pushes=pushes,
+        reordered=reordered,
+        accepted=order[accepted_sorted].tolist(),
+        batch=ready if ready.shape[0] else empty,
+        assets=[names[int(i)] for i in sources.tolist()],
+        ts_ms=sorted_ts[ends] if ends.size else _NO_INTS,
+        sources=sources if sources.size else _NO_INTS,
+        columns=(ts, raw),
+        accepted_runs=accepted_runs,
     )
 
 

@@ -317,3 +317,159 @@ class AssetWindow:
         self._carried = np.asarray(snap["carried"], dtype=np.int64)
         self.last_ts_ms = None if snap["last_ts_ms"] is None else int(snap["last_ts_ms"])
         self.gap_resets = int(snap["gap_resets"])
+
+
+def in_segment_max(
+    values: npt.NDArray[np.int64], seg: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Running maximum of ``values`` within each run of equal ``seg`` (non-decreasing)."""
+    if values.size == 0:
+        return values.copy()
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if span * (int(seg[-1]) + 1) >= 2**62:  # times too far apart to key by segment
+        out = values.copy()
+        bounds = np.flatnonzero(np.diff(seg)) + 1
+        for part in np.split(np.arange(values.size), bounds):
+            out[part] = np.maximum.accumulate(values[part])
+        return out
+    keyed = seg * span + (values - low)
+    result: npt.NDArray[np.int64] = np.maximum.accumulate(keyed) - seg * span + low
+    return result
+
+
+def push_runs(
+    states: list[AssetWindow],
+    ts_ms: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.float32],
+    starts: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """:meth:`AssetWindow.push_many` for several assets at once, in one pass of arrays.
+
+    ``states[k]`` takes the rows ``starts[k]:starts[k + 1]`` (the last to the end); every
+    state has stride 1 and the same window length and signals. Returns each row's outcome
+    (indices into :data:`PUSHES`), the windows that became ready, asset by asset in
+    reading order, and the row each one ends at. Exactly ``push_many`` on each asset's run
+    in turn: the same outcomes, windows and state after. The rules are the same array
+    operations, taken within each asset's run (running maxima and sums restart at its
+    first row and start from its carried state), so a batch costs a few dozen array calls
+    in all instead of a few dozen per asset.
+    """
+    n = int(ts_ms.shape[0])
+    count = len(states)
+    size = states[0].window_size
+    width = len(states[0].signals)
+    codes = np.full(n, _CODE[Push.LATE], np.int8)
+    no_windows = np.zeros((0, size, width), np.float32)
+    if n == 0:
+        return codes, no_windows, np.zeros(0, np.int64)
+    lengths = np.diff(np.append(starts, n))
+    seg = np.repeat(np.arange(count), lengths)
+    never = np.iinfo(np.int64).min
+    last_ts = np.array([never if s.last_ts_ms is None else s.last_ts_ms for s in states])
+    has_last = last_ts != never
+    max_gap = np.array([s.max_gap_ms for s in states], np.int64)
+    stale_limit = np.array([s.stale_limit for s in states], np.int64)
+    # Late: not newer than every reading of its asset before it (its clock is their max).
+    running = in_segment_max(ts_ms, seg)
+    before = np.empty(n, np.int64)
+    before[1:] = running[:-1]
+    before[starts[lengths > 0]] = never
+    before = np.maximum(before, last_ts[seg])
+    taken = np.flatnonzero(ts_ms > before)
+    m = taken.size
+    if m == 0:
+        return codes, no_windows, np.zeros(0, np.int64)
+    t = ts_ms[taken]
+    sk = seg[taken]
+    first = np.ones(m, np.bool_)
+    first[1:] = sk[1:] != sk[:-1]
+    seg_start = np.maximum.accumulate(np.where(first, np.arange(m), 0))
+    gap = np.zeros(m, np.bool_)
+    gap[1:] = np.diff(t) > max_gap[sk[1:]]
+    at_first = sk[first]
+    prior = np.where(has_last, last_ts, 0)[at_first]
+    gap[first] = has_last[at_first] & (t[first] - prior > max_gap[at_first])
+    # Carry forward: each cell's latest fresh value in its asset's run, and readings since.
+    cells = rows[taken]
+    fresh = np.isfinite(cells)
+    step = np.arange(m)[:, None]
+    latest = np.maximum.accumulate(np.where(fresh, step, -1), axis=0)
+    seen = latest >= seg_start[:, None]
+    at = np.maximum(latest, 0)
+    last_values = np.stack([s._last for s in states])
+    carried0 = np.stack([s._carried for s in states])
+    filled_rows = np.where(seen, np.take_along_axis(cells, at, axis=0), last_values[sk])
+    local = np.arange(m) - seg_start
+    carried = np.where(seen, step - latest, carried0[sk] + local[:, None] + 1)
+    missing = np.asarray(np.isnan(filled_rows).any(axis=1), np.bool_)
+    valid = ~missing
+    # How full each asset's window is at each reading (as push_many, within its run).
+    restart = gap.copy()
+    restart[1:] |= missing[:-1] & ~first[1:]
+    total = np.cumsum(valid)
+    counted: npt.NDArray[np.int64] = total - (total[seg_start] - valid[seg_start])
+    last_restart = np.maximum.accumulate(np.where(restart, np.arange(m), -1))
+    restarted = last_restart >= seg_start
+    lr = np.maximum(last_restart, 0)
+    since = np.where(restarted, counted - (counted - valid)[lr], 0)
+    filled0 = np.array([s._filled for s in states], np.int64)
+    fill = np.where(restarted, since, filled0[sk] + counted)
+    stale = carried.max(axis=1) > stale_limit[sk]
+    full = valid & (fill >= size)
+    ready = full & ~stale
+    outcome = np.where(stale, _CODE[Push.STALE], _CODE[Push.READY])
+    outcome = np.where(full, outcome, _CODE[Push.WARMING_UP])
+    codes[taken] = np.where(missing, _CODE[Push.MISSING], outcome)
+    # Each asset's ring, then its normalised valid rows, all in one array.
+    mean = np.stack([s.mean for s in states])
+    scale = np.stack([s.scale for s in states])
+    vk = sk[valid]
+    with np.errstate(over="ignore"):
+        normed = np.clip(
+            (filled_rows[valid] - mean[vk]) / scale[vk], -MAX_NORMALISED, MAX_NORMALISED
+        )
+    nv = int(normed.shape[0])
+    valid_before = np.concatenate([[0], np.cumsum(np.bincount(vk, minlength=count))])
+    rings = np.stack([s._buf[s._pos : s._pos + size] for s in states])
+    ext = np.empty((count * size + nv, width), np.float32)
+    ring_at = (np.arange(count) * size + valid_before[:-1])[:, None] + np.arange(size)
+    ext[ring_at.reshape(-1)] = rings.reshape(-1, width)
+    ext[(vk + 1) * size + np.arange(nv)] = normed
+    # The valid row j of asset k sits at ext[(k + 1) * size + j]: its window starts at
+    # k * size + j + 1.
+    ready_valid = np.flatnonzero(ready[valid])
+    views = np.lib.stride_tricks.sliding_window_view(ext, size, axis=0)
+    windows = np.ascontiguousarray(
+        views[vk[ready_valid] * size + ready_valid + 1].transpose(0, 2, 1)
+    )
+    ends = taken[np.flatnonzero(valid)[ready_valid]]
+    # The state after each asset's last reading, as push_many leaves it.
+    ends_at = (np.arange(count) + 1) * size + valid_before[1:]
+    tails = ext[(ends_at - size)[:, None] + np.arange(size)]
+    pushed = np.bincount(sk, minlength=count)
+    last_row = np.cumsum(pushed) - 1
+    gaps = np.bincount(sk, weights=gap, minlength=count)
+    # Readings since the last ready window or reset (what a stride counts), per asset: from
+    # the reading after a ready or missing one, or from a reading a gap came before.
+    after = np.full(count, -1, np.int64)
+    np.maximum.at(after, sk, np.where(ready | missing, local + 1, -1))
+    gap_at = np.full(count, -1, np.int64)
+    np.maximum.at(gap_at, sk, np.where(gap, local, -1))
+    begin = np.maximum(after, gap_at)
+    from_begin = valid & (local >= begin[sk])
+    counted_since = np.bincount(sk, weights=from_begin, minlength=count).astype(np.int64)
+    for k in np.flatnonzero(pushed).tolist():
+        state = states[k]
+        r = int(last_row[k])
+        state._buf[:size] = tails[k]
+        state._buf[size:] = tails[k]
+        state._pos = 0
+        state.gap_resets += int(gaps[k])
+        state.last_ts_ms = int(t[r])
+        state._last = filled_rows[r].copy()
+        state._carried = carried[r].astype(np.int64)
+        state._filled = 0 if missing[r] else int(min(fill[r], size))
+        add = int(counted_since[k])
+        state._since_ready = add if begin[k] >= 0 else state._since_ready + add
+    return codes, windows, ends

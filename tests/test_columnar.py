@@ -25,7 +25,7 @@ from models.training import train_model
 from plantwatch.monitor import Monitor, Outcome
 from plantwatch.settings import load_settings
 from stream.schema import SensorReading
-from stream.window import PUSHES, AssetWindow, Push
+from stream.window import PUSHES, AssetWindow, Push, push_runs
 from tests.test_pipeline import plant
 
 SIGNALS = ("a", "b", "c")
@@ -93,6 +93,63 @@ def test_push_many_is_push_per_reading(
     assert fast.snapshot() == slow.snapshot()
     assert fast.window().tolist() == slow.window().tolist()
     assert fast.last_reading().tolist() == slow.last_reading().tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(reading, max_size=40), min_size=1, max_size=4),
+    st.lists(st.integers(0, 40), max_size=4),
+    st.integers(1, 6),
+    st.lists(st.sampled_from([3_000, 5_000, 60_000]), min_size=4, max_size=4),
+)
+def test_push_runs_is_push_many_for_each_asset(
+    streams: list[list[tuple[int, tuple[float | None, ...]]]],
+    cuts: list[int],
+    window: int,
+    gaps: list[int],
+) -> None:
+    """Several assets in one pass of arrays, each with its own gap limit and history, cut
+    into the same batches (some runs empty): outcomes, windows, their rows, every state."""
+    times = []
+    for seq in streams:
+        t, ts = 0, []
+        for dt, _ in seq:
+            t += dt
+            ts.append(t)
+        times.append(ts)
+
+    def fresh() -> list[AssetWindow]:
+        states = [make(window, 1) for _ in streams]
+        for state, gap in zip(states, gaps, strict=False):
+            state.max_gap_ms = gap
+        return states
+
+    slow, fast = fresh(), fresh()
+    bounds = [0, *sorted({min(c, 40) for c in cuts}), 40]
+    for a, b in itertools.pairwise(bounds):
+        parts = [
+            (np.array(ts[a:b], np.int64), as_rows(seq[a:b]))
+            for ts, seq in zip(times, streams, strict=True)
+        ]
+        starts = np.cumsum([0] + [p[0].shape[0] for p in parts[:-1]]).astype(np.int64)
+        all_ts = np.concatenate([p[0] for p in parts])
+        all_rows = np.concatenate([p[1] for p in parts]).reshape(-1, len(SIGNALS))
+        codes, windows, ends = push_runs(fast, all_ts, all_rows, starts)
+        expected_codes, expected_windows, expected_ends = [], [], []
+        for k, (state, (ts_k, rows_k)) in enumerate(zip(slow, parts, strict=True)):
+            c, w = state.push_many(ts_k, rows_k)
+            expected_codes.append(c)
+            expected_windows.append(w)
+            expected_ends.append(int(starts[k]) + np.flatnonzero(c == PUSHES.index(Push.READY)))
+        assert codes.tolist() == np.concatenate(expected_codes).tolist()
+        assert (
+            windows.tolist()
+            == np.concatenate(expected_windows).reshape(-1, window, len(SIGNALS)).tolist()
+        )
+        assert ends.tolist() == np.concatenate(expected_ends).tolist()
+        for f, s_ in zip(fast, slow, strict=True):
+            assert f.snapshot() == s_.snapshot()
+            assert f.window().tolist() == s_.window().tolist()
 
 
 # -- the monitor: columnar batches against the per-reading path ---------------------------
