@@ -4,10 +4,12 @@ Readings per second through ``Monitor.process`` for consumed batches of 1, 100 a
 readings (20 assets interleaved, or ``--assets``), for each scorer, as a ratio to batch size
 1 of the same scorer measured in the same run: batching across assets is where the speed
 comes from. The per-reading path (``Monitor.columnar = False``) is timed too, on the same
-readings, and the columnar path's rate is given as a ratio to it.
+readings, and the columnar path's rate is given as a ratio to it. ``--one-pass-ab`` also
+times the columnar path with each asset's run pushed on its own (``Monitor.one_pass =
+False``, what it did before ``stream.window.push_runs``), interleaved in the same process.
 
     .venv/bin/python bench/bench_monitor.py [--quick] [--scorers pca,lstm-ae,conv-ae]
-        [--assets 200] [--steps 300] [--batches 1,100,2000] [--repeat 3]
+        [--assets 200] [--steps 300] [--batches 1,100,2000] [--repeat 3] [--one-pass-ab]
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="readings per asset")
     parser.add_argument("--batches", default="1,100,2000", help="batch sizes (readings)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each path, best kept")
+    parser.add_argument(
+        "--one-pass-ab",
+        action="store_true",
+        help="also time the columnar path with each asset's run pushed on its own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     n_assets = args.assets
@@ -67,14 +74,23 @@ def main() -> None:
         for a in range(n_assets)
     ]
     settings = load_settings(env={})
+    extra = " runs one by one | ratio |" if args.one_pass_ab else ""
     print(
         "| scorer | batch (readings) | readings/s | ratio to batch 1 | per-reading path | ratio |"
+        + extra
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.one_pass_ab else ""))
 
-    def rate(model: TrainedModel, feed: list[SensorReading], batch: int, columnar: bool) -> float:
+    def rate(
+        model: TrainedModel,
+        feed: list[SensorReading],
+        batch: int,
+        columnar: bool,
+        one_pass: bool = True,
+    ) -> float:
         monitor = Monitor.from_settings(model, settings)
         monitor.columnar = columnar
+        monitor.one_pass = one_pass
         started = time.perf_counter()
         for s in range(0, len(feed), batch):
             monitor.process(feed[s : s + batch], now_ms=T0)
@@ -92,20 +108,23 @@ def main() -> None:
                 else readings[: min(len(readings), 40 * n_assets + 32 * n_assets)]
             )
             # Interleaved and the best of each kept: the machine is shared and noisy.
-            fast = slow = 0.0
+            fast = slow = runs = 0.0
             for _ in range(args.repeat):
                 fast = max(fast, rate(model, feed, batch, columnar=True))
                 slow = max(slow, rate(model, feed, batch, columnar=False))
+                if args.one_pass_ab:
+                    runs = max(runs, rate(model, feed, batch, columnar=True, one_pass=False))
             base = base or fast
+            ab = f" {runs:,.0f} | {fast / runs:.2f}x |" if args.one_pass_ab else ""
             print(
                 f"| {name} | {batch} | {fast:,.0f} | {fast / base:.1f}x | {slow:,.0f} "
-                f"| {fast / slow:.1f}x |",
+                f"| {fast / slow:.1f}x |" + ab,
                 flush=True,
             )
     print(
         f"\n`.venv/bin/python bench/bench_monitor.py{' --quick' if args.quick else ''} "
         f"--scorers {args.scorers} --assets {n_assets} --steps {steps} --batches {args.batches} "
-        f"--repeat {args.repeat}` "
+        f"--repeat {args.repeat}{' --one-pass-ab' if args.one_pass_ab else ''}` "
         "(1 torch thread, "
         f"{n_assets} assets, {steps} readings each, window 32)"
     )

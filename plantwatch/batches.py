@@ -91,11 +91,14 @@ def window_columns(
     signals: Sequence[str],
     window_for: WindowFor,
     empty: FloatArray,
+    *,
+    one_pass: bool = True,
 ) -> Windowed:
     """The columnar path: the batch as arrays once, ordered by asset then time with one
     stable sort, and every asset's run pushed in one pass of arrays
     (:func:`stream.window.push_runs`); windows of another stride or length than the
-    first asset's take each run on its own (:meth:`AssetWindow.push_many`).
+    first asset's take each run on its own (:meth:`AssetWindow.push_many`), as every run
+    does with ``one_pass=False``.
 
     Exactly :func:`window_each`: the same order (assets sorted by name, readings in
     time order within each, input order among equal times), outcomes and windows.
@@ -118,7 +121,7 @@ def window_columns(
     ends = np.concatenate([bounds, [n]]).tolist()
     states = [window_for(names[int(order[a])]) for a in starts]
     first = states[0]
-    if all(
+    if one_pass and all(
         st.stride == 1 and st.window_size == first.window_size and st.signals == first.signals
         for st in states
     ):

@@ -175,6 +175,9 @@ class Monitor:
         #: The columnar fast path (arrays per batch, each asset's run at once); ``False``
         #: takes the per-reading path it is proven identical to (``tests/test_columnar.py``).
         self.columnar = columnar
+        #: In the columnar path, every asset's run in one pass of arrays (``push_runs``);
+        #: ``False`` pushes each asset's run on its own (same results; for benchmarks).
+        self.one_pass = True
         self.sensors = SensorWatch(model, sensor_health or SensorHealthConfig())
         self.baselines = Baselines(model, rebaseline or RebaselineConfig())
         self.window_settings = window or WindowSettings()
@@ -360,7 +363,9 @@ class Monitor:
         outcome = Outcome(scored=Scored.empty(len(self.model.signals)), events=[])
         empty = self._no_windows()
         windowed = (
-            window_columns(readings, self.model.signals, self._window_for, empty)
+            window_columns(
+                readings, self.model.signals, self._window_for, empty, one_pass=self.one_pass
+            )
             if self.columnar
             else window_each(readings, self._window_for, empty)
         )
