@@ -6,10 +6,13 @@ readings (20 assets interleaved, or ``--assets``), for each scorer, as a ratio t
 comes from. The per-reading path (``Monitor.columnar = False``) is timed too, on the same
 readings, and the columnar path's rate is given as a ratio to it. ``--one-pass-ab`` also
 times the columnar path with each asset's run pushed on its own (``Monitor.one_pass =
-False``, what it did before ``stream.window.push_runs``), interleaved in the same process.
+False``, what it did before ``stream.window.push_runs``), and ``--follow-ab`` with each
+asset's drift follower stepped on its own (``Monitor.baselines.side_by_side = False``,
+before ``models.rebaseline.follow_runs``), interleaved in the same process.
 
     .venv/bin/python bench/bench_monitor.py [--quick] [--scorers pca,lstm-ae,conv-ae]
-        [--assets 200] [--steps 300] [--batches 1,100,2000] [--repeat 3] [--one-pass-ab]
+        [--assets 200] [--steps 300] [--batches 1,100,2000] [--repeat 3]
+        [--one-pass-ab] [--follow-ab]
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def main() -> None:
         action="store_true",
         help="also time the columnar path with each asset's run pushed on its own",
     )
+    parser.add_argument(
+        "--follow-ab",
+        action="store_true",
+        help="also time it with each asset's drift follower stepped on its own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     n_assets = args.assets
@@ -75,11 +83,12 @@ def main() -> None:
     ]
     settings = load_settings(env={})
     extra = " runs one by one | ratio |" if args.one_pass_ab else ""
+    extra += " followers one by one | ratio |" if args.follow_ab else ""
     print(
         "| scorer | batch (readings) | readings/s | ratio to batch 1 | per-reading path | ratio |"
         + extra
     )
-    print("|---|---|---|---|---|---|" + ("---|---|" if args.one_pass_ab else ""))
+    print("|---|---|---|---|---|---|" + "---|---|" * (args.one_pass_ab + args.follow_ab))
 
     def rate(
         model: TrainedModel,
@@ -87,10 +96,12 @@ def main() -> None:
         batch: int,
         columnar: bool,
         one_pass: bool = True,
+        side_by_side: bool = True,
     ) -> float:
         monitor = Monitor.from_settings(model, settings)
         monitor.columnar = columnar
         monitor.one_pass = one_pass
+        monitor.baselines.side_by_side = side_by_side
         started = time.perf_counter()
         for s in range(0, len(feed), batch):
             monitor.process(feed[s : s + batch], now_ms=T0)
@@ -108,14 +119,17 @@ def main() -> None:
                 else readings[: min(len(readings), 40 * n_assets + 32 * n_assets)]
             )
             # Interleaved and the best of each kept: the machine is shared and noisy.
-            fast = slow = runs = 0.0
+            fast = slow = runs = alone = 0.0
             for _ in range(args.repeat):
                 fast = max(fast, rate(model, feed, batch, columnar=True))
                 slow = max(slow, rate(model, feed, batch, columnar=False))
                 if args.one_pass_ab:
                     runs = max(runs, rate(model, feed, batch, columnar=True, one_pass=False))
+                if args.follow_ab:
+                    alone = max(alone, rate(model, feed, batch, True, side_by_side=False))
             base = base or fast
             ab = f" {runs:,.0f} | {fast / runs:.2f}x |" if args.one_pass_ab else ""
+            ab += f" {alone:,.0f} | {fast / alone:.2f}x |" if args.follow_ab else ""
             print(
                 f"| {name} | {batch} | {fast:,.0f} | {fast / base:.1f}x | {slow:,.0f} "
                 f"| {fast / slow:.1f}x |" + ab,
@@ -124,7 +138,8 @@ def main() -> None:
     print(
         f"\n`.venv/bin/python bench/bench_monitor.py{' --quick' if args.quick else ''} "
         f"--scorers {args.scorers} --assets {n_assets} --steps {steps} --batches {args.batches} "
-        f"--repeat {args.repeat}{' --one-pass-ab' if args.one_pass_ab else ''}` "
+        f"--repeat {args.repeat}{' --one-pass-ab' if args.one_pass_ab else ''}"
+        f"{' --follow-ab' if args.follow_ab else ''}` "
         "(1 torch thread, "
         f"{n_assets} assets, {steps} readings each, window 32)"
     )

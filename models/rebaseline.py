@@ -105,7 +105,12 @@ class BaselineSubspace:
         """The part of each row of ``levels`` (``(m, signals)``) the subspace does not hold:
         how far the relations between the signals are off."""
         v = np.asarray(levels, dtype=np.float64)
-        return np.asarray(v - (v @ self.basis.T) @ self.basis, dtype=np.float64)
+        # Products summed along fixed axes, not a matrix product: BLAS rounds a row
+        # differently with the number of rows beside it, and a window's drift must not
+        # depend on how its batch was cut (or on how many assets share the call).
+        coef = (v[..., None, :] * self.basis).sum(axis=-1)
+        inside = (coef[..., :, None] * self.basis).sum(axis=-2)
+        return np.asarray(v - inside, dtype=np.float64)
 
     def to_json(self) -> list[list[float]]:
         return [[float(x) for x in row] for row in self.basis.tolist()]
@@ -249,6 +254,79 @@ class DriftFollower:
         if not all(np.isfinite(a).all() for a in parts):
             raise ValueError("drift follower snapshot holds non-finite numbers")
         return follower
+
+
+def follow_runs(
+    followers: Sequence[DriftFollower],
+    bounds: Sequence[tuple[int, int]],
+    ts_ms: npt.NDArray[np.int64],
+    levels: F64,
+    subspace: BaselineSubspace,
+    basis: FollowBasis,
+    follow_ms: float,
+) -> F64:
+    """:meth:`DriftFollower.follow` for several assets' runs at once: ``followers[k]``
+    takes the windows ``bounds[k]`` (start, end) of ``ts_ms`` and ``levels``; returns the
+    offsets of every window (rows as ``levels``). The same operations as one ``follow`` per
+    run, with the assets side by side: the jump test and the steps over all windows in one
+    pass, the smoothing stepped once per position in the runs for every asset at it (a run
+    holds a few windows; there are many assets)."""
+    total, width = levels.shape
+    offsets = np.zeros((total, width), dtype=np.float64)
+    count = len(followers)
+    if count == 0:
+        return offsets
+    lengths = np.array([b[1] - b[0] for b in bounds], np.int64)
+    rows = np.concatenate([np.arange(a, b) for a, b in bounds]) if total else np.zeros(0, np.int64)
+    if rows.size == 0:
+        return offsets
+    window = np.array([f.window for f in followers], np.int64)
+    resid_all = subspace.outside(levels)
+    # Each follower's recent residuals, then its run's: one block each in ``ext``.
+    kept = np.array([f._recent.shape[0] for f in followers], np.int64)
+    blocks = [part for f, (a, b) in zip(followers, bounds, strict=True)
+              for part in (f._recent, resid_all[a:b])]  # fmt: skip
+    ext = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, width))
+    base = np.concatenate([[0], np.cumsum(kept + lengths)[:-1]])
+    k_of = np.repeat(np.arange(count), lengths)
+    local = np.arange(rows.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    idx = base[k_of] + kept[k_of] + local
+    back = base[k_of] + np.maximum(kept[k_of] + local - window[k_of], 0)
+    prev = base[k_of] + np.maximum(kept[k_of] + local - 1, 0)
+    calm = np.linalg.norm(ext[idx] - ext[back], axis=1) <= basis.jump
+    step = (ext[idx] - ext[prev]) * calm[:, None]
+    resid = resid_all[rows]
+    first = np.array([f._last_ts is None for f in followers])
+    target = np.stack([f.target for f in followers])
+    g = np.stack([f.offset for f in followers])
+    head = np.cumsum(lengths) - lengths  # each run's first row in ``rows`` order
+    ran = lengths > 0
+    fresh = np.flatnonzero(first & ran)
+    target[fresh] = resid[head[fresh]]
+    step[head[fresh]] = 0.0
+    times = ts_ms[rows].astype(np.float64)
+    before = np.empty_like(times)
+    before[1:] = times[:-1]
+    last = np.array([0.0 if f._last_ts is None else float(f._last_ts) for f in followers])
+    before[head[ran]] = np.where(first[ran], times[head[ran]], last[ran])
+    alpha = -np.expm1(-np.clip(times - before, 0.0, None) / follow_ms)
+    out = np.empty((rows.size, width), dtype=np.float64)
+    for i in range(int(lengths.max())):
+        at = np.flatnonzero(lengths > i)
+        r = head[at] + i
+        out[r] = g[at]
+        now = resid[r]
+        target[at] = np.clip(target[at] + step[r], np.minimum(now, 0.0), np.maximum(now, 0.0))
+        g[at] = g[at] + alpha[r, None] * (target[at] - g[at])
+    offsets[rows] = out
+    ends = base + kept + lengths
+    for k in np.flatnonzero(ran).tolist():
+        f = followers[k]
+        f.offset, f.target = g[k].copy(), target[k].copy()
+        lo = max(int(base[k]), int(ends[k]) - f.window)
+        f._recent = ext[lo : int(ends[k])].copy()
+        f._last_ts = int(ts_ms[bounds[k][1] - 1])
+    return offsets
 
 
 class BaselineWatch:

@@ -26,6 +26,7 @@ from models.rebaseline import (
     DriftFollower,
     FollowBasis,
     RebaselineConfig,
+    follow_runs,
 )
 
 #: ``(asset, start, end)``: one asset's windows in a batch grouped by asset.
@@ -59,6 +60,9 @@ class Baselines:
         raw = model.metadata.get("baseline_follow")
         self.follow_basis = None if raw is None else FollowBasis.from_json(raw)
         self._watches: dict[str, BaselineWatch] = {}
+        #: Follow every asset's run side by side (``follow_runs``); ``False`` one
+        #: ``DriftFollower.follow`` per run (the same results; for benchmarks).
+        self.side_by_side = True
 
     @property
     def enabled(self) -> bool:
@@ -80,19 +84,29 @@ class Baselines:
         basis = self.follow_basis
         if basis is None or not self.following:
             return levels
-        adjusted = levels.copy()
+        followers: list[DriftFollower] = []
+        bounds: list[tuple[int, int]] = []
         for asset, start, end in runs:
             watch = self._watches.get(asset)
             if watch is None:
                 watch = self._watches[asset] = BaselineWatch(len(self.signals))
             if watch.follower is None:
                 watch.follower = DriftFollower(len(self.signals), self.window)
-            offsets = watch.follower.follow(
-                ts_ms[start:end], levels[start:end], self.subspace, basis, self.follow_ms,
-            )  # fmt: skip
-            adjusted[start:end] -= offsets
-            batch[start:end] -= offsets[:, None, :].astype(np.float32)
-        return adjusted
+            followers.append(watch.follower)
+            bounds.append((start, end))
+        # Every asset's run side by side: the same as one DriftFollower.follow per run.
+        if self.side_by_side:
+            offsets = follow_runs(
+                followers, bounds, ts_ms, levels, self.subspace, basis, self.follow_ms
+            )
+        else:
+            offsets = np.zeros_like(levels)
+            for follower, (start, end) in zip(followers, bounds, strict=True):
+                offsets[start:end] = follower.follow(
+                    ts_ms[start:end], levels[start:end], self.subspace, basis, self.follow_ms
+                )
+        batch -= offsets[:, None, :].astype(np.float32)
+        return levels - offsets
 
     def apply(self, runs: Sequence[Run], batch: npt.NDArray[np.float32]) -> None:
         """Shift each asset's windows (``runs``: asset, start, end) by its offset, in place."""

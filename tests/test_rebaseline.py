@@ -14,6 +14,7 @@ from models.rebaseline import (
     DriftFollower,
     FollowBasis,
     RebaselineConfig,
+    follow_runs,
 )
 from models.training import train_model
 from plantwatch.monitor import Monitor
@@ -218,3 +219,50 @@ def test_following_is_bounded_by_what_the_asset_shows_and_cut_invariant(
 def test_a_snapshot_from_before_following_restores_without_a_follower() -> None:
     watch = BaselineWatch.restore({"v": 1, "offset": [0.0] * 3, "ts": [], "levels": []}, 3, 16)
     assert watch.follower is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=5),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_follow_runs_is_follow_for_each_run(
+    follow_basis: tuple[BaselineSubspace, FollowBasis],
+    lengths: list[int],
+    batches: int,
+    seed: int,
+) -> None:
+    """Several assets' runs side by side (some empty, some followers new, walks with
+    jumps): the offsets of every window and every follower's state after each batch."""
+    sub, basis = follow_basis
+    rng = np.random.default_rng(seed)
+    slow = [DriftFollower(3, 16) for _ in lengths]
+    fast = [DriftFollower(3, 16) for _ in lengths]
+    clock = [T0] * len(lengths)
+    level = [rng.normal(0, 1, 3) for _ in lengths]
+    for _ in range(batches):
+        parts, bounds, at = [], [], 0
+        for k, m in enumerate(lengths):
+            m = int(rng.integers(0, m + 1))
+            steps = rng.normal(0, 0.05, (m, 3))
+            steps[rng.random(m) < 0.1] += rng.normal(0, 3, 3)  # a jump now and then
+            levels = level[k] + np.cumsum(steps, axis=0)
+            if m:
+                level[k] = levels[-1]
+            ts = clock[k] + np.cumsum(rng.integers(1, 4000, m)).astype(np.int64)
+            if m:
+                clock[k] = int(ts[-1])
+            parts.append((ts, levels))
+            bounds.append((at, at + m))
+            at += m
+        all_ts = np.concatenate([p[0] for p in parts]).astype(np.int64)
+        all_levels = np.concatenate([p[1] for p in parts]).reshape(-1, 3)
+        got = follow_runs(fast, bounds, all_ts, all_levels, sub, basis, 600_000.0)
+        for k, (ts, levels) in enumerate(parts):
+            if ts.size:
+                expected = slow[k].follow(ts, levels, sub, basis, 600_000.0)
+                a, b = bounds[k]
+                np.testing.assert_array_equal(got[a:b], expected)
+        for f, s_ in zip(fast, slow, strict=True):
+            assert f.snapshot() == s_.snapshot()
