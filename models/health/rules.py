@@ -406,22 +406,30 @@ _STEP_RETURN = 0.25
 
 def _step_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:
     """The step rule's band per signal, in the signal's units: the larger of ``step_z``
-    step scales and training's tail of lone steps extended ``step_tail_decades`` decades,
-    as for the spike band."""
-    q99, q999 = profile.step_q99, profile.step_q999
-    with np.errstate(invalid="ignore", divide="ignore"):
-        growth = np.where(q99 > 0, q999 / q99, 1.0)
-        guard = q999 * growth**cfg.step_tail_decades
-        band: F64 = np.fmax(cfg.step_z * profile.step_scale, guard)
-    return band
+    step scales and training's tail of lone steps extended ``step_tail_decades`` decades."""
+    return _band(
+        profile.step_scale, profile.step_q99, profile.step_q999, cfg.step_z, cfg.step_tail_decades
+    )
 
 
 def _spike_band(profile: SensorHealthProfile, cfg: SensorHealthConfig) -> F64:
     """The spike band's half-width per signal, in the signal's units (see :mod:`models.health`)."""
-    q99, q999 = profile.residual_q99, profile.residual_q999
+    return _band(
+        profile.residual_scale,
+        profile.residual_q99,
+        profile.residual_q999,
+        cfg.spike_z,
+        cfg.spike_tail_decades,
+    )
+
+
+def _band(scale: F64, q99: F64, q999: F64, z: float, decades: float) -> F64:
+    """The larger of ``z`` scales and the tail guard: training's tail extended ``decades``
+    decades of rarity past its 99.9th percentile, as a power law through the 99th and
+    99.9th (``q999 * (q999 / q99) ** decades``)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        # No tail to extend where 99 % of residuals are 0 (a signal that rarely moves).
+        # No tail to extend where 99 % of the values are 0 (a signal that rarely moves).
         growth = np.where(q99 > 0, q999 / q99, 1.0)
-        guard = q999 * growth**cfg.spike_tail_decades
-        band: F64 = np.fmax(cfg.spike_z * profile.residual_scale, guard)
+        guard = q999 * growth**decades
+        band: F64 = np.fmax(z * scale, guard)
     return band
