@@ -202,36 +202,9 @@ class DriftFollower:
     ) -> F64:
         """Feed one batch's windows of the asset (time order, levels before any offset);
         return the offset each of them is to be judged relative to (the one before it)."""
-        m = int(ts_ms.shape[0])
-        if m == 0:
-            return np.zeros((0, self.offset.size), dtype=np.float64)
-        first = self._last_ts is None
-        resid = subspace.outside(levels)
-        ext = np.vstack([self._recent, resid])
-        kept = self._recent.shape[0]
-        idx = np.arange(kept, kept + m)
-        # A jump: the residual over ``jump`` from a window length before (or the oldest).
-        back = ext[np.maximum(idx - self.window, 0)]
-        calm = np.linalg.norm(ext[idx] - back, axis=1) <= basis.jump
-        step = (ext[idx] - ext[np.maximum(idx - 1, 0)]) * calm[:, None]
-        if first:
-            # The first window seen is where the asset stands: the start of the target.
-            self.target = resid[0].copy()
-            step[0] = 0.0
-        times = np.asarray(ts_ms, dtype=np.float64)
-        before = np.concatenate([[times[0] if first else float(self._last_ts or 0)], times[:-1]])
-        alpha = -np.expm1(-np.clip(times - before, 0.0, None) / follow_ms)
-        target, g = self.target.copy(), self.offset.copy()
-        offsets = np.empty((m, g.size), dtype=np.float64)
-        for i in range(m):
-            offsets[i] = g
-            now = resid[i]
-            target = np.clip(target + step[i], np.minimum(now, 0.0), np.maximum(now, 0.0))
-            g = g + alpha[i] * (target - g)
-        self.offset, self.target = g, target
-        self._recent = ext[-self.window :].copy()
-        self._last_ts = int(ts_ms[-1])
-        return offsets
+        ts = np.asarray(ts_ms, dtype=np.int64).reshape(-1)
+        rows = np.asarray(levels, dtype=np.float64).reshape(ts.size, -1)
+        return follow_runs([self], [(0, ts.size)], ts, rows, subspace, basis, follow_ms)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -265,12 +238,12 @@ def follow_runs(
     basis: FollowBasis,
     follow_ms: float,
 ) -> F64:
-    """:meth:`DriftFollower.follow` for several assets' runs at once: ``followers[k]``
-    takes the windows ``bounds[k]`` (start, end) of ``ts_ms`` and ``levels``; returns the
-    offsets of every window (rows as ``levels``). The same operations as one ``follow`` per
-    run, with the assets side by side: the jump test and the steps over all windows in one
-    pass, the smoothing stepped once per position in the runs for every asset at it (a run
-    holds a few windows; there are many assets)."""
+    """:meth:`DriftFollower.follow` for several assets' runs at once (``follow`` is this
+    with one run): ``followers[k]`` takes the windows ``bounds[k]`` (start, end) of
+    ``ts_ms`` and ``levels``; returns the offsets of every window (rows as ``levels``),
+    the same as one ``follow`` per run, with the assets side by side: the jump test and
+    the steps over all windows in one pass, the smoothing stepped once per position in
+    the runs for every asset at it (a run holds a few windows; there are many assets)."""
     total, width = levels.shape
     offsets = np.zeros((total, width), dtype=np.float64)
     count = len(followers)

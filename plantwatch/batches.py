@@ -192,8 +192,7 @@ def _window_runs(
     later = np.ones(n, np.bool_)
     later[1:] = seg[1:] != seg[:-1]
     reordered = int((~later[1:] & (arrived_ts[1:] < newest[:-1])).sum())
-    results = pushed
-    accepted_sorted = results != _LATE
+    accepted_sorted = pushed != _LATE
     accepted_runs: list[tuple[str, npt.NDArray[np.intp]]] = []
     bounds = [*starts[1:], n]
     for start, end in zip(starts, bounds, strict=True):
@@ -201,7 +200,7 @@ def _window_runs(
         kept = idx[accepted_sorted[start:end]]
         if kept.size:
             accepted_runs.append((names[int(idx[0])], kept))
-    counts = np.bincount(results, minlength=len(PUSHES)).tolist()
+    counts = np.bincount(pushed, minlength=len(PUSHES)).tolist()
     pushes = Counter({p.value: c for p, c in zip(PUSHES, counts, strict=True) if c})
     sources = order[ends].astype(np.int64)
     return Windowed(

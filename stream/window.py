@@ -174,9 +174,10 @@ class AssetWindow:
         ready, (ready, window, signals) in reading order (copies, oldest reading first).
 
         The late, gap, carry-forward, missing and stale rules and the normalisation are
-        array operations over the run; the windows are taken from the ring plus the new
-        rows. A stride other than 1 makes readiness depend on each reading before it, so
-        those readings go through :meth:`push` one by one.
+        array operations over the run (:func:`push_runs`, of one asset here); the windows
+        are taken from the ring plus the new rows. A stride other than 1 makes readiness
+        depend on each reading before it, so those readings go through :meth:`push` one
+        by one.
         """
         ts = np.asarray(ts_ms, dtype=np.int64).reshape(-1)
         x = np.asarray(rows, dtype=np.float32)
@@ -185,78 +186,7 @@ class AssetWindow:
             raise ValueError(f"rows must be ({n} readings, {width} signals), got {x.shape}")
         if self.stride != 1:
             return self._push_each(ts, x)
-        size = self.window_size
-        codes = np.full(n, _CODE[Push.LATE], np.int8)
-        empty = np.zeros((0, size, width), np.float32)
-        if n == 0:
-            return codes, empty
-        # Late: not newer than every reading before it (the asset's clock is their max).
-        before = np.empty(n, np.int64)
-        before[0] = np.iinfo(np.int64).min if self.last_ts_ms is None else self.last_ts_ms
-        np.maximum.accumulate(ts[:-1], out=before[1:])
-        before[1:] = np.maximum(before[1:], before[0])
-        taken = np.flatnonzero(ts > before)
-        m = taken.size
-        if m == 0:
-            return codes, empty
-        t = ts[taken]
-        gap = np.zeros(m, np.bool_)
-        gap[1:] = np.diff(t) > self.max_gap_ms
-        if self.last_ts_ms is not None:
-            gap[0] = t[0] - self.last_ts_ms > self.max_gap_ms
-        # Carry forward: each cell's latest fresh value, and how many readings since it.
-        cells = x[taken]
-        fresh = np.isfinite(cells)
-        step = np.arange(m)[:, None]
-        latest = np.maximum.accumulate(np.where(fresh, step, -1), axis=0)
-        seen = latest >= 0
-        at = np.maximum(latest, 0)
-        filled_rows = np.where(seen, np.take_along_axis(cells, at, axis=0), self._last)
-        carried = np.where(seen, step - latest, self._carried + step + 1)
-        missing = np.asarray(np.isnan(filled_rows).any(axis=1), np.bool_)
-        valid = ~missing
-        # How full the window is at each reading: valid readings since the last reset (a
-        # gap before a reading, a missing one after it), on top of what the ring held.
-        restart = gap.copy()
-        restart[1:] |= missing[:-1]
-        count = np.cumsum(valid)
-        last_restart = np.maximum.accumulate(np.where(restart, np.arange(m), -1))
-        since = np.where(last_restart >= 0, count - (count - valid)[np.maximum(last_restart, 0)], 0)
-        fill = np.where(last_restart >= 0, since, self._filled + count)
-        stale = carried.max(axis=1) > self.stale_limit
-        full = valid & (fill >= size)
-        ready = full & ~stale
-        outcome = np.where(stale, _CODE[Push.STALE], _CODE[Push.READY])
-        outcome = np.where(full, outcome, _CODE[Push.WARMING_UP])
-        codes[taken] = np.where(missing, _CODE[Push.MISSING], outcome)
-        # The ring plus the normalised new rows: window q ends at the q-th valid row.
-        with np.errstate(over="ignore"):
-            normed = np.clip(
-                (filled_rows[valid] - self.mean) / self.scale, -MAX_NORMALISED, MAX_NORMALISED
-            )
-        ext = np.concatenate([self._buf[self._pos : self._pos + size], normed])
-        ends = np.flatnonzero(ready[valid]) + 1  # window q is ext[q + 1 : q + 1 + size]
-        views = np.lib.stride_tricks.sliding_window_view(ext, size, axis=0)
-        windows = np.ascontiguousarray(views[ends].transpose(0, 2, 1))
-        # The state after the last reading, as push would leave it.
-        tail = ext[-size:]
-        self._buf[:size] = tail
-        self._buf[size:] = tail
-        self._pos = 0
-        self.gap_resets += int(gap.sum())
-        self.last_ts_ms = int(t[-1])
-        self._last = filled_rows[-1].copy()
-        self._carried = carried[-1].astype(np.int64)
-        self._filled = 0 if missing[-1] else int(min(fill[-1], size))
-        # Readings since the last ready window or reset (what a stride counts): from the
-        # reading after a ready or missing one, or from a reading a gap came before.
-        after = np.flatnonzero(ready | missing)
-        start = max(
-            int(after[-1]) + 1 if after.size else -1,
-            int(np.flatnonzero(gap)[-1]) if gap.any() else -1,
-        )
-        counted = int(valid[max(start, 0) :].sum())
-        self._since_ready = counted if start >= 0 else self._since_ready + counted
+        codes, windows, _ = push_runs([self], ts, x, np.zeros(1, np.int64))
         return codes, windows
 
     def _push_each(
@@ -344,13 +274,15 @@ def push_runs(
     rows: npt.NDArray[np.float32],
     starts: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """:meth:`AssetWindow.push_many` for several assets at once, in one pass of arrays.
+    """:meth:`AssetWindow.push_many` for several assets at once, in one pass of arrays
+    (``push_many`` is this with one asset).
 
     ``states[k]`` takes the rows ``starts[k]:starts[k + 1]`` (the last to the end); every
     state has stride 1 and the same window length and signals. Returns each row's outcome
     (indices into :data:`PUSHES`), the windows that became ready, asset by asset in
-    reading order, and the row each one ends at. Exactly ``push_many`` on each asset's run
-    in turn: the same outcomes, windows and state after. The rules are the same array
+    reading order, and the row each one ends at: the same outcomes, windows and state as
+    ``push_many`` on each asset's run in turn, and as :meth:`AssetWindow.push` per
+    reading (``tests/test_columnar.py``). The rules are the same array
     operations, taken within each asset's run (running maxima and sums restart at its
     first row and start from its carried state), so a batch costs a few dozen array calls
     in all instead of a few dozen per asset.
