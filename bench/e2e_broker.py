@@ -25,6 +25,8 @@ summary in ``e2e_profile.py``.
     .venv/bin/python bench/e2e_broker.py --quick                  # a few minutes
     .venv/bin/python bench/e2e_broker.py --repeat 3               # 200 assets, 120k readings
     .venv/bin/python bench/e2e_broker.py --scorers pca,conv-ae,lstm-ae --profile conv-ae
+    .venv/bin/python bench/e2e_broker.py --quick \
+        --scorers lstm-forecaster,lstm-forecaster@model.stream=false   # stream vs windows
 """
 
 from __future__ import annotations
@@ -257,7 +259,12 @@ def ratio_spread(values: Sequence[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run (a few minutes)")
-    parser.add_argument("--scorers", default="pca,conv-ae")
+    parser.add_argument(
+        "--scorers",
+        default="pca,conv-ae,lstm-forecaster",
+        help="systems to run, comma-separated: a scorer, optionally with settings of its own "
+        "after '@' (';' between them), e.g. lstm-forecaster@model.stream=false",
+    )
     parser.add_argument("--assets", type=int, default=200)
     parser.add_argument("--readings", type=int, default=120_000, help="pre-filled readings")
     parser.add_argument("--partitions", type=int, default=4)
@@ -304,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.assets, args.readings, args.epochs = 100, 30_000, 1
         args.history_s, args.latency_s, args.max_train_windows = 600, 8.0, 4000
+    # A system is a scorer, with settings of its own after '@' (';' between them), e.g.
+    # lstm-forecaster@model.stream=false: the window forecaster beside the streaming one.
     scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    base = {s: s.split("@", 1)[0] for s in scorers}
+    own = {s: [x for x in s.partition("@")[2].split(";") if x] for s in scorers}
     steps = args.readings // args.assets
     sets = [f"model.torch_threads={args.torch_threads}", *args.set]
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -321,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work / "models",
                 args.max_train_windows,
             )
-            for s in scorers
+            for s in sorted(set(base.values()))
         }
         topic = f"e2e-sensors-{uuid.uuid4().hex[:8]}"
         total = fill_topic(bootstrap, topic, args.assets, steps, args.partitions)
@@ -333,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates["river"].append(river)
             say(f"round {round_ + 1}: River reference {river:,.0f} readings/s")
             for s in scorers:
-                run = measure_monitor(bootstrap, models[s], topic, total, work, sets)
+                run = measure_monitor(
+                    bootstrap, models[base[s]], topic, total, work, [*sets, *own[s]]
+                )
                 runs[s] = run
                 rates[s].append(run.rate)
                 ratios[s].append(run.rate / river)
@@ -360,13 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for extra in [[], *([args.latency_set] if args.latency_set else [])]:
                         lat = paced_latency(
                             bootstrap,
-                            models[s],
+                            models[base[s]],
                             work,
                             args.assets,
                             statistics.median(rates[s]) * fraction,
                             args.latency_s,
                             args.partitions,
-                            [*sets, *extra],
+                            [*sets, *own[s], *extra],
                         )
                         shown = ", ".join(extra) or "defaults"
                         row = {"scorer": s, "settings": shown, "fraction": fraction, **lat}
@@ -384,7 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = scorers[0]
             small_topic = f"e2e-small-{uuid.uuid4().hex[:8]}"
             small_total = fill_topic(bootstrap, small_topic, args.memory_assets, steps, 1)
-            small = measure_monitor(bootstrap, models[s], small_topic, small_total, work, sets)
+            small = measure_monitor(
+                bootstrap, models[base[s]], small_topic, small_total, work, [*sets, *own[s]]
+            )
             big = runs[s]
             per_asset_kb = (big.rss_mb - small.rss_mb) * 1024 / (args.assets - args.memory_assets)
             results["memory"] = {
@@ -406,7 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.profile:
             prof = args.profile_out or work / "run.prof"
             profiled = measure_monitor(
-                bootstrap, models[args.profile], topic, total, work, sets, profile=prof
+                bootstrap,
+                models[args.profile.split("@", 1)[0]],
+                topic,
+                total,
+                work,
+                [*sets, *[x for x in args.profile.partition("@")[2].split(";") if x]],
+                profile=prof,
             )
             print(f"\n### Where the time goes ({args.profile}, cProfile of `plantwatch run`)\n")
             print(f"{profiled.rate:,.0f} readings/s under the profiler\n")

@@ -22,12 +22,12 @@ Func = tuple[str, int, str]
 STAGES = (
     ("consume", "librdkafka consume() in poll_batch, waits for data included"),
     ("decode", "decode_messages: msgspec decode, key and future-time checks"),
-    ("windows", "Monitor.process less the parts below: time order, AssetWindow.push, copies"),
-    ("  of which AssetWindow.push", "per-reading cleaning and the ring buffer"),
-    ("model", "score_batch (one call per batch)"),
+    ("windows", "Monitor.process less the parts below: columns, time order, windows, copies"),
+    ("  of which push_runs", "cleaning and the ring buffers (push_runs, push_many, push)"),
+    ("model", "score_batch, or the stream's score_windows (one call per batch)"),
     ("thresholds", "Threshold.update per asset run, and the copies taken for batch cuts"),
     ("alerts", "_judge less thresholds: a Decision per window, AlertPolicy.step"),
-    ("sensor health", "SensorWatch.check on every accepted reading"),
+    ("sensor health", "SensorWatch.check(_columns) on every accepted reading"),
     ("baselines, drift", "DriftFollower follow/apply, the baseline watch, Page-Hinkley"),
     ("metrics", "RunLoop._observe (counters, the latency histogram per window, gauges)"),
     ("produce", "DLQ, alert events, notices, and the flush that checks every delivery"),
@@ -60,18 +60,22 @@ def _cum(
 def stage_seconds(path: str) -> dict[str, float]:
     stats: dict[Func, Any] = pstats.Stats(path).stats  # type: ignore[attr-defined]
     runloop, monitor = "plantwatch/runloop.py", "plantwatch/monitor.py"
-    process_from = (monitor, "process")
+    process_from = (monitor, "_process_part")
     judge_from = (monitor, "_judge")
     step = _cum(stats, runloop, "_step")
     poll = _cum(stats, "stream/source.py", "poll_batch")
     decode = _cum(stats, "stream/source.py", "decode_messages")
     process = _cum(stats, monitor, "process")
-    model = _cum(stats, "models/", "score_batch", process_from)
+    model = _cum(stats, "models/", "score_batch", process_from) + _cum(
+        stats, "models/", "score_windows", process_from
+    )
     judge = _cum(stats, monitor, "_judge")
     thresholds = _cum(stats, "models/thresholds/", "update", judge_from) + _cum(
         stats, "copy.py", "deepcopy", judge_from
     )
-    sensors = _cum(stats, "plantwatch/sensors.py", "check", process_from)
+    sensors = sum(
+        _cum(stats, "plantwatch/sensors.py", f, process_from) for f in ("check", "check_columns")
+    )
     baselines = sum(
         _cum(stats, "plantwatch/baselines.py", f, process_from)
         for f in ("follow", "apply", "watch")
@@ -92,7 +96,15 @@ def stage_seconds(path: str) -> dict[str, float]:
         "consume": poll - decode,
         "decode": decode,
         "windows": windows,
-        "  of which AssetWindow.push": _cum(stats, "stream/window.py", "push", process_from),
+        "  of which push_runs": sum(
+            _cum(stats, "stream/window.py", f, ("plantwatch/batches.py", c))
+            for f, c in (
+                ("push_runs", "_window_runs"),
+                ("push_many", "window_columns"),
+                ("push", "window_each"),
+                ("push", "_push_one"),
+            )
+        ),
         "model": model,
         "thresholds": thresholds,
         "alerts": judge - thresholds,

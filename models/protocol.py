@@ -147,3 +147,39 @@ class OnlineLearning(Protocol):
 @runtime_checkable
 class OnlineScorer(Scorer, OnlineLearning, Protocol):
     """A :class:`Scorer` with the :class:`OnlineLearning` capability."""
+
+
+@runtime_checkable
+class WindowStream(Protocol):
+    """Scores a monitor's ready windows from state carried per asset (one step each).
+
+    ``score_windows`` takes windows (B, window, signals) grouped by asset, each asset's in
+    time order, and returns what the scorer's ``score_batch`` would return for them (or a
+    close estimate of it), at the cost of the newest reading only; ``unshifted`` and
+    ``shifts`` are the windows before a per-window offset the caller subtracted, and those
+    offsets (B, S); ``forget`` drops assets'
+    state; ``snapshot`` and ``restore`` move one asset's state as plain arrays.
+    """
+
+    def score_windows(
+        self,
+        asset_ids: Sequence[str],
+        windows: npt.ArrayLike,
+        *,
+        unshifted: npt.ArrayLike | None = None,
+        shifts: npt.ArrayLike | None = None,
+    ) -> tuple[FloatArray, FloatArray]: ...
+
+    def forget(self, asset_ids: Sequence[str]) -> None: ...
+
+    def snapshot(self, asset: str) -> dict[str, npt.NDArray[Any]]: ...
+
+    def restore(self, asset: str, state: Mapping[str, npt.NDArray[Any]]) -> None: ...
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """The optional capability to serve windows as a stream (the LSTM forecaster's
+    ``ForecasterStream``): what the monitor uses when ``model.stream`` is on."""
+
+    def stream(self, *, max_assets: int = ..., warmup_steps: int | None = ...) -> WindowStream: ...

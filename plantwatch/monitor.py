@@ -29,6 +29,7 @@ from models.artifact import TrainedModel
 from models.drift import DriftConfig, DriftEvent, DriftMonitor
 from models.health import SensorHealthConfig
 from models.online import ModelSwap, OnlineConfig, OnlineLearner
+from models.protocol import Streaming, WindowStream
 from models.rebaseline import RebaselineConfig
 from models.thresholds import Threshold, ThresholdConfig, make_threshold
 from models.thresholds import restore as restore_threshold
@@ -43,6 +44,9 @@ from stream.schema import Rejection, SensorReading
 from stream.window import AssetWindow
 
 SNAPSHOT_VERSION = 1
+#: Carried model states held at most (a pool that grows as assets arrive; beyond it the
+#: least recently scored asset's state is dropped and primed again from its next window).
+_STREAM_ASSETS = 1_000_000
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -170,8 +174,13 @@ class Monitor:
         maintenance: MaintenanceConfig | None = None,
         operating_mode: OperatingModeConfig | None = None,
         columnar: bool = True,
+        stream: bool = True,
     ) -> None:
         self.model = model
+        #: Serve a model that can stream (``models.protocol.Streaming``) from state carried
+        #: per asset, one step per window (``model.stream``); ``None`` re-runs each window.
+        self.streaming = stream
+        self._stream = self._new_stream()
         #: The columnar fast path (arrays per batch, each asset's run at once); ``False``
         #: takes the per-reading path it is proven identical to (``tests/test_columnar.py``).
         self.columnar = columnar
@@ -223,6 +232,7 @@ class Monitor:
             sensor_health=settings.sensor_health,
             maintenance=settings.maintenance,
             operating_mode=settings.operating_mode,
+            stream=settings.model.stream,
         )
 
     # -- the data flow ----------------------------------------------------------------------
@@ -386,11 +396,20 @@ class Monitor:
         # Relative to the slow drift followed but before any re-baselining offset: each
         # window's level (what the baseline watch compares) and each asset's newest window
         # (what a candidate baseline is tried on).
+        stream = self._stream
+        # What the stream judges continuation on: the windows before any offset below.
+        unshifted = batch if stream is None else batch.copy()
         levels = self.baselines.follow(runs, batch, ts_ms, batch.mean(axis=1, dtype=np.float64))
         last = {a: batch[end - 1].copy() for a, _, end in runs} if self.baselines.enabled else {}
         self.baselines.apply(runs, batch)
         started = time.perf_counter()
-        scores, contributions = self.model.scorer.score_batch(batch)
+        scores, contributions = (
+            self.model.scorer.score_batch(batch)
+            if stream is None
+            else stream.score_windows(
+                assets, batch, unshifted=unshifted, shifts=(unshifted - batch)[:, -1]
+            )
+        )
         outcome.score_seconds = time.perf_counter() - started
         outcome.scored, judged, eligible = self._judge(
             assets,
@@ -419,6 +438,13 @@ class Monitor:
         if self.learner is not None:
             outcome.swap = self._learn(batch, outcome.scored, eligible)
         return outcome
+
+    def _new_stream(self) -> WindowStream | None:
+        scorer = self.model.scorer
+        if not self.streaming or not isinstance(scorer, Streaming):
+            return None
+        # Bounded by the assets in memory (idle eviction forgets them here too), not here.
+        return scorer.stream(max_assets=_STREAM_ASSETS)
 
     def _no_windows(self) -> FloatArray:
         return np.zeros((0, self.model.window, len(self.model.signals)), np.float32)
@@ -451,6 +477,7 @@ class Monitor:
             # (each scorer divides by its own typical error), and re-seeding them would
             # restart every asset's grace period and hide alerts for a while.
             self.model = swap.model
+            self._stream = self._new_stream()  # carried state is the old weights' own
         return swap
 
     def _judge(
@@ -624,7 +651,18 @@ class Monitor:
             "baseline": self.baselines.snapshot_asset(asset),
             "health": self.sensors.snapshot_asset(asset),
             "lifecycle": self.lifecycle.snapshot_asset(asset),
+            "stream": self._stream_snapshot(asset),
         }
+
+    def _stream_snapshot(self, asset: str) -> dict[str, Any] | None:
+        """The asset's carried model state (plain lists), or ``None`` when there is none."""
+        if self._stream is None:
+            return None
+        try:
+            state = self._stream.snapshot(asset)
+        except KeyError:  # no window scored yet
+            return None
+        return {k: v.tolist() for k, v in state.items()}
 
     # -- assets not in memory -----------------------------------------------------------------
 
@@ -721,6 +759,14 @@ class Monitor:
             self.sensors.restore_asset(asset, snap["health"])
         if snap.get("lifecycle") is not None:
             self.lifecycle.restore_asset(asset, snap["lifecycle"])
+        if snap.get("stream") is not None and self._stream is not None:
+            # Without it (a snapshot from before, or with model.stream off) the asset's next
+            # window primes the state from its own rows: the window scorer's score.
+            try:
+                self._stream.restore(asset, {k: np.asarray(v) for k, v in snap["stream"].items()})
+            except (ValueError, KeyError) as exc:
+                self._stream.forget([asset])
+                return f"model stream state not restored ({exc}); primed from the next window"
         return None
 
     def forget(self, assets: Iterable[str]) -> None:
@@ -741,6 +787,8 @@ class Monitor:
             self._thresholds.pop(asset, None)
             self._drift.pop(asset, None)
             self._last_abnormal_ms.pop(asset, None)
+        if self._stream is not None:
+            self._stream.forget(gone)
         self.baselines.forget(gone)
         self.sensors.forget(gone)
         self.lifecycle.forget(gone)

@@ -69,6 +69,10 @@ class ModelSettings(Config, frozen=True, kw_only=True):
     #: ``cpu``, ``cuda``, ``cuda:1``…; default: CUDA when available, else CPU.
     device: str | None = None
     torch_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    #: Serve a model that can stream (the LSTM forecaster) one LSTM step per window from
+    #: state carried per asset, instead of re-running every window (``ForecasterStream``);
+    #: other models ignore it.
+    stream: bool = True
 
 
 class Settings(Config, frozen=True, kw_only=True):

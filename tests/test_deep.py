@@ -376,3 +376,126 @@ def test_stream_pool_is_bounded_and_handles_repeats(forecaster: LSTMForecasterSc
         a1, _ = apart.step(["p", "q"], np.stack([rows[t], rows[t]]))
         a2, _ = apart.step(["p"], rows[t + 1 : t + 2])
         np.testing.assert_allclose(got, [a1[0], a1[1], a2[0]], rtol=1e-6, equal_nan=True)
+
+
+def monitor_windows(rows_by_asset: dict[str, FloatArray]) -> tuple[list[str], FloatArray]:
+    """Every window of each asset's rows, grouped by asset in time order (the monitor's)."""
+    assets: list[str] = []
+    windows: list[FloatArray] = []
+    for asset, rows in rows_by_asset.items():
+        w = windows_of(rows)
+        assets += [asset] * len(w)
+        windows.append(w)
+    return assets, np.concatenate(windows)
+
+
+def test_score_windows_primes_exactly_and_then_steps_once_per_window(
+    forecaster: LSTMForecasterScorer,
+) -> None:
+    rows = NORMALIZER.transform(plant(120, seed=21))
+    rows[80:, SHIFTED] += 3.0  # a fault: the stream must see it as the window scorer does
+    stream = forecaster.stream()
+    assets, windows = monitor_windows({"pump": rows, "fan": -rows[:40]})
+    scores, contributions = stream.score_windows(assets, windows)
+    want, want_c = forecaster.score_batch(windows)
+    # Each asset's first window primes the state from its own rows: the window scorer's score.
+    first = [0, assets.index("fan")]
+    np.testing.assert_allclose(scores[first], want[first], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(contributions[first], want_c[first], rtol=1e-5, atol=1e-6)
+    # The rest continue the carried state: another estimator, close to the window's.
+    ratio = scores / want
+    assert 0.8 < np.median(ratio) < 1.2
+    fault = 80 - WINDOW + 1
+    assert scores[fault] > 3 * np.quantile(scores[:fault], 0.99)
+    assert stream.snapshot("pump")["steps"] == len(rows)
+    # A window that does not continue the last one (a gap: rows skipped) primes again.
+    after_gap = windows_of(rows[60:80])[:1]
+    again, _ = stream.score_windows(["pump"], after_gap)
+    np.testing.assert_allclose(again, forecaster.score_batch(after_gap)[0], rtol=1e-5)
+    assert stream.snapshot("pump")["steps"] == WINDOW
+
+
+def test_score_windows_is_the_same_for_every_batch_cut(
+    forecaster: LSTMForecasterScorer,
+) -> None:
+    rng = np.random.default_rng(5)
+    rows = {
+        f"p{i}": NORMALIZER.transform(plant(int(rng.integers(20, 90)), seed=30 + i))
+        for i in range(5)
+    }
+    whole_stream = forecaster.stream()
+    parts: dict[str, list[FloatArray]] = {a: [] for a in rows}
+    for asset, r in rows.items():
+        w = windows_of(r)
+        parts[asset] = np.array_split(w, int(rng.integers(1, 5)))
+    assets, windows = monitor_windows(rows)
+    whole, whole_c = whole_stream.score_windows(assets, windows)
+    # The same windows in other batches: each asset's windows cut in a few pieces, the
+    # batches mixing assets differently (grouped by asset within a batch, as the monitor's).
+    cut_stream = forecaster.stream()
+    got: dict[str, list[FloatArray]] = {a: [] for a in rows}
+    got_c: dict[str, list[FloatArray]] = {a: [] for a in rows}
+    for k in range(max(len(p) for p in parts.values())):
+        batch_assets = [a for a in rows if k < len(parts[a]) and len(parts[a][k])]
+        if not batch_assets:
+            continue
+        b_assets = [a for a in batch_assets for _ in range(len(parts[a][k]))]
+        s, c = cut_stream.score_windows(
+            b_assets, np.concatenate([parts[a][k] for a in batch_assets])
+        )
+        at = 0
+        for a in batch_assets:
+            got[a].append(s[at : at + len(parts[a][k])])
+            got_c[a].append(c[at : at + len(parts[a][k])])
+            at += len(parts[a][k])
+    np.testing.assert_array_equal(np.concatenate([np.concatenate(got[a]) for a in rows]), whole)
+    np.testing.assert_array_equal(np.concatenate([np.concatenate(got_c[a]) for a in rows]), whole_c)
+
+
+def test_score_windows_primes_when_the_offset_jumps_and_carries_a_slow_one(
+    forecaster: LSTMForecasterScorer,
+) -> None:
+    rows = NORMALIZER.transform(plant(80, seed=41))
+    windows = windows_of(rows)
+    n = len(windows)
+    slow = np.zeros((n, N_SIGNALS), np.float32)
+    slow[:, 0] = np.linspace(0.0, 0.5, n)  # a drift followed: 0.01 per window
+    shifted = windows - slow[:, None, :]
+    stream = forecaster.stream()
+    scores, _ = stream.score_windows(["p"] * n, shifted, unshifted=windows, shifts=slow)
+    want, _ = forecaster.score_batch(shifted)
+    assert not np.allclose(scores[1:], want[1:], rtol=1e-5)  # carried, not primed
+    assert 0.8 < np.median(scores / want) < 1.2
+    jump = slow.copy()
+    jump[n // 2 :, 0] += 1.0  # a re-baselining offset from the middle on
+    stream = forecaster.stream()
+    jumped = windows - jump[:, None, :]
+    scores, _ = stream.score_windows(["p"] * n, jumped, unshifted=windows, shifts=jump)
+    want, _ = forecaster.score_batch(jumped)
+    np.testing.assert_allclose(scores[n // 2], want[n // 2], rtol=1e-5)  # primed afresh
+    with pytest.raises(ValueError, match="must match"):
+        stream.score_windows(["p"], jumped[:1], unshifted=windows[:1], shifts=jump)
+
+
+def test_score_windows_state_survives_a_snapshot_and_refuses_bad_input(
+    forecaster: LSTMForecasterScorer,
+) -> None:
+    rows = NORMALIZER.transform(plant(90, seed=51))
+    windows = windows_of(rows)
+    first = forecaster.stream()
+    first.score_windows(["p"] * 40, windows[:40])
+    saved = first.snapshot("p")
+    second = forecaster.stream()
+    second.restore("p", {k: np.asarray(v.tolist()) for k, v in saved.items()})  # via JSON
+    for mine, theirs in zip(
+        first.score_windows(["p"] * 35, windows[40:]),
+        second.score_windows(["p"] * 35, windows[40:]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="grouped by asset"):
+        first.score_windows(["a", "b", "a"], windows[:3])
+    with pytest.raises(ValueError, match="expected \\(2, 16, 3\\)"):
+        first.score_windows(["a", "b"], windows[:3])
+    with pytest.raises(ValueError, match="last window of"):
+        second.restore("p", {**saved, "tail": np.zeros((3, 3), np.float32)})
