@@ -8,11 +8,13 @@ readings, and the columnar path's rate is given as a ratio to it. ``--one-pass-a
 times the columnar path with each asset's run pushed on its own (``Monitor.one_pass =
 False``, what it did before ``stream.window.push_runs``), and ``--follow-ab`` with each
 asset's drift follower stepped on its own (``Monitor.baselines.side_by_side = False``,
-before ``models.rebaseline.follow_runs``), interleaved in the same process.
+before ``models.rebaseline.follow_runs``), and ``--stream-ab`` with a streaming scorer's
+windows re-run by ``score_batch`` (``model.stream = false``, what the LSTM forecaster did
+before ``ForecasterStream.score_windows`` served it), interleaved in the same process.
 
     .venv/bin/python bench/bench_monitor.py [--quick] [--scorers pca,lstm-ae,conv-ae]
         [--assets 200] [--steps 300] [--batches 1,100,2000] [--repeat 3]
-        [--one-pass-ab] [--follow-ab]
+        [--one-pass-ab] [--follow-ab] [--stream-ab]
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def main() -> None:
         action="store_true",
         help="also time it with each asset's drift follower stepped on its own",
     )
+    parser.add_argument(
+        "--stream-ab",
+        action="store_true",
+        help="also time it with a streaming scorer's windows re-run (model.stream = false)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     n_assets = args.assets
@@ -82,13 +89,16 @@ def main() -> None:
         for a in range(n_assets)
     ]
     settings = load_settings(env={})
+    rerun = load_settings(env={}, sets=["model.stream=false"])
     extra = " runs one by one | ratio |" if args.one_pass_ab else ""
     extra += " followers one by one | ratio |" if args.follow_ab else ""
+    extra += " windows re-run | ratio |" if args.stream_ab else ""
     print(
         "| scorer | batch (readings) | readings/s | ratio to batch 1 | per-reading path | ratio |"
         + extra
     )
-    print("|---|---|---|---|---|---|" + "---|---|" * (args.one_pass_ab + args.follow_ab))
+    abs_on = args.one_pass_ab + args.follow_ab + args.stream_ab
+    print("|---|---|---|---|---|---|" + "---|---|" * abs_on)
 
     def rate(
         model: TrainedModel,
@@ -97,8 +107,9 @@ def main() -> None:
         columnar: bool,
         one_pass: bool = True,
         side_by_side: bool = True,
+        stream: bool = True,
     ) -> float:
-        monitor = Monitor.from_settings(model, settings)
+        monitor = Monitor.from_settings(model, settings if stream else rerun)
         monitor.columnar = columnar
         monitor.one_pass = one_pass
         monitor.baselines.side_by_side = side_by_side
@@ -119,7 +130,7 @@ def main() -> None:
                 else readings[: min(len(readings), 40 * n_assets + 32 * n_assets)]
             )
             # Interleaved and the best of each kept: the machine is shared and noisy.
-            fast = slow = runs = alone = 0.0
+            fast = slow = runs = alone = windowed = 0.0
             for _ in range(args.repeat):
                 fast = max(fast, rate(model, feed, batch, columnar=True))
                 slow = max(slow, rate(model, feed, batch, columnar=False))
@@ -127,9 +138,12 @@ def main() -> None:
                     runs = max(runs, rate(model, feed, batch, columnar=True, one_pass=False))
                 if args.follow_ab:
                     alone = max(alone, rate(model, feed, batch, True, side_by_side=False))
+                if args.stream_ab:
+                    windowed = max(windowed, rate(model, feed, batch, True, stream=False))
             base = base or fast
             ab = f" {runs:,.0f} | {fast / runs:.2f}x |" if args.one_pass_ab else ""
             ab += f" {alone:,.0f} | {fast / alone:.2f}x |" if args.follow_ab else ""
+            ab += f" {windowed:,.0f} | {fast / windowed:.2f}x |" if args.stream_ab else ""
             print(
                 f"| {name} | {batch} | {fast:,.0f} | {fast / base:.1f}x | {slow:,.0f} "
                 f"| {fast / slow:.1f}x |" + ab,
@@ -139,7 +153,7 @@ def main() -> None:
         f"\n`.venv/bin/python bench/bench_monitor.py{' --quick' if args.quick else ''} "
         f"--scorers {args.scorers} --assets {n_assets} --steps {steps} --batches {args.batches} "
         f"--repeat {args.repeat}{' --one-pass-ab' if args.one_pass_ab else ''}"
-        f"{' --follow-ab' if args.follow_ab else ''}` "
+        f"{' --follow-ab' if args.follow_ab else ''}{' --stream-ab' if args.stream_ab else ''}` "
         "(1 torch thread, "
         f"{n_assets} assets, {steps} readings each, window 32)"
     )
