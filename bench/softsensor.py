@@ -53,8 +53,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "softsensor"
 #: Lag sets the linear models choose from on validation: none, SIAE's, and two spans.
 LAG_SETS = ("0", "0,5,7,9", "0,2,4,6,8,10,12,14,16,18", "0,3,6,9,12,15,18,21,24,27")
 BIAS_RATES = (0.2, 0.5, 1.0)
-MODELS = ("ridge", "pls", "mlp", "conv", "lstm")
-DEFAULT_MODELS = ("ridge", "pls", "mlp", "conv")
+MODELS = ("ridge", "pls", "lagged-mlp", "mlp", "conv", "lstm")
+DEFAULT_MODELS = ("ridge", "pls", "lagged-mlp", "mlp", "conv")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def run_protocol(
     for kind in models:
         started = time.perf_counter()
         candidates: list[tuple[str, list[str]]]
-        if kind in ("ridge", "pls"):
+        if kind in ("ridge", "pls", "lagged-mlp"):
             candidates = [(f"lags {lags}", ["--lags", lags]) for lags in LAG_SETS]
         elif kind == "mlp":
             candidates = [("current readings", [])]

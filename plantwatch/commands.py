@@ -20,6 +20,7 @@ import numpy as np
 from common.progress import Progress
 from models.quality.registry import DEFAULT_KIND as DEFAULT_QUALITY_KIND
 from models.quality.registry import KINDS as QUALITY_KINDS
+from models.quality.registry import LAGGED_KINDS as QUALITY_LAGGED
 from plantwatch.settings import Settings, with_overrides
 from stream.files import ROW_ORDER, FileFormatError, Table, read_table
 
@@ -41,8 +42,8 @@ quality (soft sensor): predict a lab-measured quality column from the process re
   calibrates the prediction interval (split-conformal) and gives the RMSE, MAE and R² kept
   in model.json. The target is never an input; --inputs names them (default: every other
   numeric column, so leave out other quality columns such as SRU's y1 explicitly).
-  Predictors: pls (default), ridge (lagged readings: --lags), mlp (current readings),
-  conv and lstm (the last --history rows). A file without a time column gets one row per
+  Predictors: pls (default), ridge and lagged-mlp (lagged readings: --lags), mlp (current
+  readings), conv and lstm (the last --history rows). A file without a time column gets one row per
   --row-interval-ms (one minute for quality data, one second otherwise).
 
 The artifact is a directory: model.safetensors (weights, never pickle) and model.json
@@ -99,7 +100,12 @@ def training_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
             val = event.get("val_loss")
             val_text = f"  val_loss {val:.5f}" if isinstance(val, float) else ""
             loss = float(event.get("loss", math.nan))
-            bar.note(f"epoch {int(event['epoch']):>3}  loss {loss:.5f}{val_text}")
+            member = (
+                f"member {int(event['member'])}/{int(event['members'])}  "
+                if "member" in event
+                else ""
+            )
+            bar.note(f"{member}epoch {int(event['epoch']):>3}  loss {loss:.5f}{val_text}")
 
     return show
 
@@ -234,7 +240,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--lags",
         metavar="L,L",
-        help="pls/ridge: rows back each reading is also read at, e.g. 0,2,4,8 (default 0)",
+        help="pls/ridge/lagged-mlp: rows back each reading is also read at, e.g. 0,2,4,8 "
+        "(default 0)",
     )
     q.add_argument(
         "--history",
@@ -274,9 +281,11 @@ def train_quality(args: argparse.Namespace, settings: Settings) -> int:
     table = _read(args, row_interval_ms=QUALITY_ROW_INTERVAL_MS)
     inputs = [c.strip() for c in args.inputs.split(",") if c.strip()] if args.inputs else None
     kind = args.predictor or DEFAULT_QUALITY_KIND
-    linear = kind in ("pls", "ridge")
+    linear = kind in QUALITY_LAGGED
     if args.lags and not linear:
-        raise SystemExit(f"plantwatch: --lags is for pls and ridge; {kind} reads --history rows")
+        raise SystemExit(
+            f"plantwatch: --lags is for {', '.join(QUALITY_LAGGED)}; {kind} reads --history rows"
+        )
     if args.history is not None and linear:
         raise SystemExit(f"plantwatch: --history is for the neural predictors; {kind} takes --lags")
     rows = len(table) if args.train_rows is None else min(args.train_rows, len(table))

@@ -140,7 +140,7 @@ def test_quality_flags_and_errors_say_what_to_do(
     with pytest.raises(SystemExit, match="not among"):
         main(["train", "--task", "quality", "--target", "nope", "--input", str(data),
               "--model", str(tmp_path / "m")])  # fmt: skip
-    with pytest.raises(SystemExit, match="--lags is for pls and ridge"):
+    with pytest.raises(SystemExit, match="--lags is for pls, ridge, lagged-mlp"):
         main(["train", "--task", "quality", "--target", "y", "--input", str(data),
               "--predictor", "conv", "--lags", "0,3", "--model", str(tmp_path / "m")])  # fmt: skip
     with pytest.raises(SystemExit) as exc:

@@ -1,11 +1,16 @@
-"""Neural soft sensors: a plain MLP on the current readings and a 1-D conv over a window.
+"""Neural soft sensors: a plain MLP on the current readings, a 1-D conv over a window, and
+an ensemble of small MLPs over lagged readings.
 
 The MLP is the classic soft sensor (one row of readings in, the quality value out). The
 window model reads the last ``history`` rows through dilated 1-D convolutions, so a
 transport delay or a slow response of the target to a process input is something it can
-learn rather than something the features must already hold. Both train with Adam on the
-mean squared error of the normalised target, with early stopping on the later validation
-rows (the loop of :mod:`models.deep.training`), and keep the best epoch's weights.
+learn rather than something the features must already hold. The lagged MLP reads the
+rows ridge reads (``lags``) through one small tanh layer beside a linear skip: ridge plus
+the saturation a linear model cannot bend to; several are trained from different seeds and
+averaged, since on a few thousand rows of drifting process data the initialisation decides
+as much as the architecture. All train with Adam on the mean squared error of the
+normalised target, with early stopping on the later validation rows (the loop of
+:mod:`models.deep.training`), and keep the best epoch's weights.
 
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(400, 2)).astype(np.float32)
@@ -31,7 +36,7 @@ from torch import nn
 from models.deep.training import TrainConfig, WindowSet, pick_device, seeded, train_module
 from models.quality.protocol import FloatArray, IndexArray, Progress, check_tensors
 
-ARCHITECTURES = ("mlp", "conv", "lstm")
+ARCHITECTURES = ("mlp", "conv", "lstm", "lagged-mlp")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class QualityNetConfig:
     hidden: int = 64
     channels: int = 16
     dropout: float = 0.1
+    #: The lagged MLP's rows back from the newest (``history`` is their largest + 1).
+    lags: tuple[int, ...] = (0,)
 
 
 class QualityMLP(nn.Module):
@@ -128,10 +135,56 @@ class QualityLSTM(nn.Module):
         return out
 
 
+class QualityLaggedMLP(nn.Module):
+    """The window's rows at ``lags`` → one tanh layer, plus a linear skip → the value.
+
+    >>> config = QualityNetConfig(n_signals=3, history=10, hidden=16, lags=(0, 4, 9))
+    >>> QualityLaggedMLP(config)(torch.zeros(4, 10, 3)).shape
+    torch.Size([4])
+    """
+
+    def __init__(self, config: QualityNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rows: torch.Tensor
+        rows = [config.history - 1 - lag for lag in config.lags]
+        self.register_buffer("rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+        width = config.n_signals * len(config.lags)
+        self.net = nn.Sequential(
+            nn.Linear(width, config.hidden),
+            nn.Tanh(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, 1),
+        )
+        self.skip = nn.Linear(width, 1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        feats = windows.index_select(1, self.rows).flatten(1)
+        out: torch.Tensor = (self.net(feats) + self.skip(feats)).squeeze(-1)
+        return out
+
+
+class QualityEnsemble(nn.Module):
+    """The mean of independently trained members.
+
+    >>> config = QualityNetConfig(n_signals=3)
+    >>> QualityEnsemble([QualityMLP(config), QualityMLP(config)])(torch.zeros(4, 1, 3)).shape
+    torch.Size([4])
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(windows) for m in self.members]).mean(dim=0)
+
+
 _MODULES: dict[str, type[nn.Module]] = {
     "mlp": QualityMLP,
     "conv": QualityConv,
     "lstm": QualityLSTM,
+    "lagged-mlp": QualityLaggedMLP,
 }
 
 
@@ -149,8 +202,22 @@ def _runs(rows: IndexArray, history: int) -> list[tuple[int, int]]:
     ]
 
 
+def _of_member(progress: Progress | None, member: int, members: int) -> Progress | None:
+    """Training's progress events, saying which member of an ensemble they are about."""
+    if progress is None or members == 1:
+        return progress
+    report = progress
+
+    def tagged(event: dict[str, float]) -> None:
+        report({**event, "member": float(member), "members": float(members)})
+
+    return tagged
+
+
 class NeuralQuality:
-    """An MLP, 1-D conv or LSTM quality model behind the :class:`QualityPredictor` protocol."""
+    """An MLP, 1-D conv, LSTM or lagged-MLP quality model behind the
+    :class:`QualityPredictor` protocol; with ``members`` > 1, that many trained from seeds
+    ``seed``, ``seed + 1``, … and averaged."""
 
     name = "neural"
 
@@ -163,6 +230,8 @@ class NeuralQuality:
         hidden: int = 64,
         channels: int = 16,
         dropout: float = 0.1,
+        lags: tuple[int, ...] | list[int] = (0,),
+        members: int = 1,
         epochs: int = 200,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -173,6 +242,14 @@ class NeuralQuality:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         if history < 1:
             raise ValueError(f"history must be at least 1 row, got {history}")
+        lag_rows = tuple(int(lag) for lag in lags)
+        if architecture == "lagged-mlp":
+            if not lag_rows or min(lag_rows) < 0 or len(set(lag_rows)) != len(lag_rows):
+                raise ValueError(f"lags must be distinct non-negative integers, got {list(lags)}")
+            history = max(lag_rows) + 1
+        if members < 1:
+            raise ValueError(f"members must be at least 1, got {members}")
+        self.members = int(members)
         self.n_signals = int(n_signals)
         self.architecture = architecture
         self.net_config = QualityNetConfig(
@@ -181,13 +258,20 @@ class NeuralQuality:
             hidden=int(hidden),
             channels=int(channels),
             dropout=float(dropout),
+            lags=lag_rows,
         )
         self.train_config = TrainConfig(
             epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), patience=int(patience)
         )
         self.device = pick_device(device)
-        self.module: nn.Module = _MODULES[architecture](self.net_config).to(self.device)
+        self.module: nn.Module = self._build().to(self.device)
         self.module.eval()
+
+    def _build(self) -> nn.Module:
+        make = _MODULES[self.architecture]
+        if self.members == 1:
+            return make(self.net_config)
+        return QualityEnsemble([make(self.net_config) for _ in range(self.members)])
 
     @property
     def history(self) -> int:
@@ -224,21 +308,27 @@ class NeuralQuality:
         def loss_fn(module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
             return torch.mean((module(windows[:, :, :s]) - windows[:, -1, s]) ** 2)
 
-        with seeded(seed, self.device):
-            self.module = _MODULES[self.architecture](self.net_config).to(self.device)
-            windows = WindowSet.from_segments(segments, h, s + 1, device=self.device)
-            generator = torch.Generator().manual_seed(seed)
-            stats = train_module(
-                self.module,
-                windows,
-                loss_fn,
-                config,
-                generator=generator,
-                progress=progress,
-            )
-        stats.pop("loss_history", None)
-        stats.pop("val_loss_history", None)
-        return stats
+        make = _MODULES[self.architecture]
+        trained: list[nn.Module] = []
+        runs: list[dict[str, Any]] = []
+        for k in range(self.members):
+            with seeded(seed + k, self.device):
+                module = make(self.net_config).to(self.device)
+                windows = WindowSet.from_segments(segments, h, s + 1, device=self.device)
+                generator = torch.Generator().manual_seed(seed + k)
+                stats = train_module(
+                    module, windows, loss_fn, config, generator=generator,
+                    progress=_of_member(progress, k + 1, self.members),
+                )  # fmt: skip
+            stats.pop("loss_history", None)
+            stats.pop("val_loss_history", None)
+            trained.append(module)
+            runs.append(stats)
+        if self.members == 1:
+            self.module = trained[0]
+            return runs[0]
+        self.module = QualityEnsemble(trained).to(self.device).eval()
+        return {"members": runs}
 
     def predict(self, x: FloatArray, rows: IndexArray) -> FloatArray:
         if rows.size == 0:
@@ -256,9 +346,16 @@ class NeuralQuality:
 
     def get_config(self) -> dict[str, Any]:
         net = asdict(self.net_config)
+        net["lags"] = list(self.net_config.lags)
         train = asdict(self.train_config)
         del train["val_fraction"], train["train_stride"], train["grad_clip"]
-        return {"name": self.name, "architecture": self.architecture, **net, **train}
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "members": self.members,
+            **net,
+            **train,
+        }
 
     def state_tensors(self) -> dict[str, npt.NDArray[Any]]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
