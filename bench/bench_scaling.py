@@ -13,6 +13,9 @@ many assets, not accuracy. Reported per run:
 - memory: the process's resident set after the run less before the monitor was made,
   per asset (what the monitor's state costs, allocator overheads included).
 
+``--drift-ab`` also runs each asset count with one ``DriftMonitor.update`` per asset run
+(``Monitor.drift_side_by_side = False``, before ``models.drift.update_runs``).
+
 Readings are built before the clock starts (only ``Monitor.process`` is timed).
 
     .venv/bin/python bench/bench_scaling.py                        # 100, 1k, 10k assets
@@ -84,13 +87,16 @@ def batches(n_assets: int, steps: int, batch: int) -> list[list[SensorReading]]:
     return out
 
 
-def run(model: TrainedModel, n_assets: int, scored: int, batch: int) -> dict[str, float]:
+def run(
+    model: TrainedModel, n_assets: int, scored: int, batch: int, *, drift_side_by_side: bool = True
+) -> dict[str, float]:
     window = model.window
     feed = batches(n_assets, window + scored, batch)
     first_scored = (window - 1) * n_assets  # readings before every window is full
     gc.collect()
     before = rss_mb()
     monitor = Monitor.from_settings(model, load_settings(env={}))
+    monitor.drift_side_by_side = drift_side_by_side
     seen = scored_readings = 0
     total = scored_s = 0.0
     windows = 0
@@ -119,7 +125,12 @@ def run(model: TrainedModel, n_assets: int, scored: int, batch: int) -> dict[str
 
 
 def table(rows: Sequence[dict[str, float]], by: str) -> None:
-    base = rows[0]
+    base = dict(rows[0])
+    # A run whose every batch had windows still filling has no scored rate: the first that
+    # has one is the base of that column.
+    base["scored_rate"] = next(
+        (r["scored_rate"] for r in rows if np.isfinite(r["scored_rate"])), float("nan")
+    )
     print(
         f"| {by} | readings | windows judged | readings/s | ratio | readings/s, windows full "
         "| ratio | KB per asset (RSS) |"
@@ -143,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scored", type=int, default=20, help="windows judged per asset")
     parser.add_argument("--batch", type=int, default=2000, help="readings per consumed batch")
     parser.add_argument("--scorer", default="pca", help="pca, or lstm-forecaster (streamed)")
+    parser.add_argument(
+        "--drift-ab",
+        action="store_true",
+        help="also run each asset count with one DriftMonitor.update per asset run",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = train(args.window, args.scorer)
@@ -151,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for n in counts:
         rows.append(run(model, n, args.scored, args.batch))
+        if args.drift_ab:
+            alone = run(model, n, args.scored, args.batch, drift_side_by_side=False)
+            print(
+                f"{n:,} assets: drift tests side by side {rows[-1]['scored_rate']:,.0f} "
+                f"readings/s with windows full, one update per asset {alone['scored_rate']:,.0f}"
+                f" ({rows[-1]['scored_rate'] / alone['scored_rate']:.2f}x)",
+                flush=True,
+            )
     table(rows, "assets")
     if args.windows:
         print(f"\n### {args.scorer}, {args.window_assets:,} assets, by window length\n")

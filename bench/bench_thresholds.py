@@ -1,5 +1,9 @@
 """Microseconds per score for every threshold kind and the drift monitor, against a baseline.
 
+Last, the drift tests of 2,000 assets side by side (``models.drift.update_runs``) against
+one ``DriftMonitor.update`` per asset, in and past the warm-up, at one and four windows
+per asset per batch.
+
 The baseline is the cheapest possible decision: a numpy compare against a precomputed
 ``1 - q`` quantile of the calibration scores, run in the same process on the same stream, so
 the ratio column is comparable across machines. Scores are i.i.d. exponential (the common
@@ -26,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from models.drift import DriftMonitor
+from models.drift import DriftMonitor, update_runs
 from models.thresholds import ThresholdConfig, make_threshold
 from models.thresholds.dspot import MovingAverage
 from models.thresholds.spot import SPOTThreshold, _CalibrationBuffer
@@ -102,6 +106,46 @@ def main() -> None:
         print(f"| {kind} | {stream_name} | {batch} | {us:.3f} | {ratio:,.0f} | {rate_text} |")
     print()
     print(copy_costs(calibration, rng))
+    print()
+    print(drift_runs_costs(rng))
+
+
+def drift_runs_costs(rng: np.random.Generator, n_assets: int = 2000, rounds: int = 20) -> str:
+    """µs per asset run of every asset's drift tests side by side (``update_runs``) against
+    one ``DriftMonitor.update`` per asset, interleaved: assets past their warm-up and in it,
+    one and four windows each per batch (a live batch, 5 signals)."""
+    lines = [
+        "| assets | drift tests | windows per asset | side by side µs/run | one by one µs/run "
+        "| ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for phase, history in (("past warm-up", 600), ("warming up", 0)):
+        for per in (1, 4):
+            fast = [DriftMonitor([f"s{i}" for i in range(5)]) for _ in range(n_assets)]
+            slow = [DriftMonitor([f"s{i}" for i in range(5)]) for _ in range(n_assets)]
+            for m in (*fast, *slow):
+                if history:
+                    m.update(rng.exponential(size=history), rng.normal(size=(history, 5)))
+            bounds = [(a * per, (a + 1) * per) for a in range(n_assets)]
+            times = {"fast": 0.0, "slow": 0.0}
+            for _ in range(rounds):
+                scores = rng.exponential(size=n_assets * per)
+                means = rng.normal(size=(n_assets * per, 5))
+                flags = np.zeros(n_assets * per, np.bool_)
+                start = time.perf_counter()
+                update_runs(fast, bounds, scores, means, flags)
+                times["fast"] += time.perf_counter() - start
+                start = time.perf_counter()
+                for m, (a, b) in zip(slow, bounds, strict=True):
+                    m.update(scores[a:b], means[a:b], flags[a:b])
+                times["slow"] += time.perf_counter() - start
+            fast_us = times["fast"] / rounds / n_assets * 1e6
+            slow_us = times["slow"] / rounds / n_assets * 1e6
+            lines.append(
+                f"| {n_assets:,} | {phase} | {per} | {fast_us:.1f} | {slow_us:.1f} "
+                f"| {slow_us / fast_us:.1f}x |"
+            )
+    return "\n".join(lines)
 
 
 def copy_costs(calibration: FloatArray, rng: np.random.Generator, rounds: int = 5) -> str:

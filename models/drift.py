@@ -398,3 +398,111 @@ class DriftMonitor:
             raise ValueError(f"snapshot has {len(tests)} signal tests for {len(signals)} signals")
         monitor._signal_tests = [PageHinkley.from_json(config, t) for t in tests]
         return monitor
+
+
+def update_runs(
+    monitors: Sequence[DriftMonitor],
+    bounds: Sequence[tuple[int, int]],
+    scores: npt.ArrayLike,
+    signal_means: npt.ArrayLike,
+    anomalous: npt.ArrayLike,
+) -> list[list[DriftEvent]]:
+    """Every monitor's run of one batch side by side: exactly ``monitors[i].update(
+    scores[a:b], signal_means[a:b], anomalous[a:b])`` for each ``(a, b) = bounds[i]``.
+
+    A live batch gives each asset a window or a few, and one ``update`` per asset is a
+    Python loop per test per asset. Here the tests of every monitor whose run is short
+    (at most ``_SMALL_BATCH`` values, every value finite) step together as lanes of arrays,
+    the k-th value of every run in the k-th round: the same floating-point operations in
+    the same order as ``_update_small``, so the same sums bit for bit; a test still in its
+    warm-up that the run does not finish only keeps the values. A monitor with a
+    detection in the batch, a warm-up ending in it, a non-finite value or a long run takes
+    its own ``update`` (from its state before the batch), which is where events are made.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    means = np.asarray(signal_means, dtype=np.float64)
+    flags = np.asarray(anomalous, dtype=np.bool_)
+    out: list[list[DriftEvent]] = [[] for _ in monitors]
+    # Non-finite values before each row, so that a run's count is one subtraction.
+    bad = np.concatenate(([0], np.cumsum(~(np.isfinite(x) & np.isfinite(means).all(axis=1)))))
+    bad_before = bad.tolist()
+    fast: list[int] = []
+    for i, (monitor, (a, b)) in enumerate(zip(monitors, bounds, strict=True)):
+        n = b - a
+        warmup = monitor.config.warmup
+        if (
+            n <= _SMALL_BATCH
+            and bad_before[b] == bad_before[a]
+            and (
+                monitor._score_test.count > 0 or len(monitor._score_test.warmup_values) + n < warmup
+            )
+            and all(t.count > 0 or len(t.warmup_values) + n < warmup for t in monitor._signal_tests)
+        ):
+            fast.append(i)
+        else:
+            out[i] = monitor.update(x[a:b], means[a:b], flags[a:b])
+    if not fast:
+        return out
+    config = monitors[fast[0]].config
+    n_tests = 1 + len(monitors[fast[0]].signals)
+    if any(monitors[i].config != config or 1 + len(monitors[i].signals) != n_tests for i in fast):
+        for i in fast:
+            a, b = bounds[i]
+            out[i] = monitors[i].update(x[a:b], means[a:b], flags[a:b])
+        return out
+    tests = [t for i in fast for t in (monitors[i]._score_test, *monitors[i]._signal_tests)]
+    state = np.array(
+        [(t.total, t.up, t.up_min, t.down, t.down_max, t.ref_std, t.count) for t in tests],
+        dtype=np.float64,
+    )
+    total, up, up_min, down, down_max, ref_std = state[:, :6].T.copy()
+    count = state[:, 6].astype(np.int64)
+    warming = count == 0
+    ref_std[warming] = 1.0  # their sums are not kept: only finite arithmetic for them
+    starts = np.array([bounds[i][0] for i in fast], dtype=np.int64)
+    lengths = np.array([bounds[i][1] - bounds[i][0] for i in fast], dtype=np.int64)
+    fired = np.zeros(len(tests), dtype=np.bool_)
+    delta, limit = config.delta, config.threshold
+    for k in range(int(lengths.max(initial=0))):
+        live = np.repeat(lengths > k, n_tests)
+        rows = starts[lengths > k] + k
+        values = np.concatenate([x[rows, None], means[rows]], axis=1).reshape(-1)
+        total[live] = total[live] + values
+        count[live] += 1
+        mean = total[live] / count[live]
+        z = (values - mean) / ref_std[live]
+        up[live] = up[live] + (z - delta)
+        down[live] = down[live] + (z + delta)
+        up_min[live] = np.minimum(up_min[live], up[live])
+        down_max[live] = np.maximum(down_max[live], down[live])
+        fired[live] |= (up[live] - up_min[live] > limit) | (down_max[live] - down[live] > limit)
+    fired &= ~warming
+    per_monitor: npt.NDArray[np.bool_] = np.any(fired.reshape(len(fast), n_tests), axis=1)
+    fired_monitor: list[bool] = per_monitor.tolist()
+    sums = zip(
+        total.tolist(), count.tolist(), up.tolist(), up_min.tolist(), down.tolist(),
+        down_max.tolist(), warming.tolist(), strict=True,
+    )  # fmt: skip
+    lanes = iter(zip(tests, sums, strict=True))
+    for j, i in enumerate(fast):
+        monitor = monitors[i]
+        a, b = bounds[i]
+        mine = [next(lanes) for _ in range(n_tests)]
+        if fired_monitor[j]:
+            out[i] = monitor.update(x[a:b], means[a:b], flags[a:b])  # its state is untouched
+            continue
+        for lane, (
+            test,
+            (t_total, t_count, t_up, t_up_min, t_down, t_down_max, t_warming),
+        ) in enumerate(mine):
+            if t_warming:
+                column = x[a:b] if lane == 0 else means[a:b, lane - 1]
+                test.warmup_values.extend(column.tolist())
+                continue
+            test.total, test.count, test.up, test.up_min = t_total, t_count, t_up, t_up_min
+            test.down, test.down_max = t_down, t_down_max
+        recent = monitor._recent
+        recent.extend(flags[a:b].tolist())
+        del recent[: max(0, len(recent) - monitor.config.recent)]
+        monitor.n_seen += b - a
+    return out

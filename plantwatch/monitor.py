@@ -26,7 +26,7 @@ from alerts.notices import Notice
 from alerts.policy import AlertConfig, AlertPolicy, Decision
 from common.reasons import Reason
 from models.artifact import TrainedModel
-from models.drift import DriftConfig, DriftEvent, DriftMonitor
+from models.drift import DriftConfig, DriftEvent, DriftMonitor, update_runs
 from models.health import SensorHealthConfig
 from models.online import ModelSwap, OnlineConfig, OnlineLearner
 from models.protocol import Streaming, WindowStream
@@ -187,6 +187,9 @@ class Monitor:
         #: In the columnar path, every asset's run in one pass of arrays (``push_runs``);
         #: ``False`` pushes each asset's run on its own (same results; for benchmarks).
         self.one_pass = True
+        #: Every asset's drift tests stepped side by side (``models.drift.update_runs``);
+        #: ``False`` one ``DriftMonitor.update`` per asset run (same results; benchmarks).
+        self.drift_side_by_side = True
         self.sensors = SensorWatch(model, sensor_health or SensorHealthConfig())
         self.baselines = Baselines(model, rebaseline or RebaselineConfig())
         self.window_settings = window or WindowSettings()
@@ -453,13 +456,23 @@ class Monitor:
         """Page-Hinkley on each asset's scores and per-window signal means."""
         found: list[tuple[str, int, DriftEvent]] = []
         means = batch.mean(axis=1)
-        for asset, start, end in _runs(scored.assets):
+        runs = list(_runs(scored.assets))
+        monitors = []
+        for asset, _, _ in runs:
             monitor = self._drift.get(asset)
             if monitor is None:
                 monitor = self._drift[asset] = DriftMonitor(self.model.signals, self.drift_config)
-            for event in monitor.update(
-                scored.scores[start:end], means[start:end], scored.anomalous[start:end]
-            ):
+            monitors.append(monitor)
+        bounds = [(start, end) for _, start, end in runs]
+        if self.drift_side_by_side:
+            events = update_runs(monitors, bounds, scored.scores, means, scored.anomalous)
+        else:
+            events = [
+                m.update(scored.scores[a:b], means[a:b], scored.anomalous[a:b])
+                for m, (a, b) in zip(monitors, bounds, strict=True)
+            ]
+        for (asset, start, _), run_events in zip(runs, events, strict=True):
+            for event in run_events:
                 found.append((asset, int(scored.ts_ms[start + event.batch_index]), event))
         return found
 

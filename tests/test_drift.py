@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.drift import DriftConfig, DriftEvent, DriftMonitor, PageHinkley
+from models.drift import DriftConfig, DriftEvent, DriftMonitor, PageHinkley, update_runs
 
 SIGNALS = ("temp", "pressure", "flow")
 
@@ -204,3 +204,38 @@ def test_snapshot_restore_continues_bit_identically(
     assert sorted(map(key, events), key=str) == sorted(map(key, expected), key=str)
     assert sorted(map(key, trickled), key=str) == sorted(map(key, expected), key=str)
     assert resumed.snapshot() == whole.snapshot() == trickle.snapshot()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    batches=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=6), min_size=1, max_size=8),
+)
+def test_update_runs_is_update_for_each_monitor(seed: int, batches: list[list[int]]) -> None:
+    """Side by side or one by one: the same events and the same state, bit for bit, through
+    warm-ups, detections (level steps), missing values and long runs."""
+    config = DriftConfig(warmup=20, blocks=2, threshold=8.0, recent=15)
+    rng = np.random.default_rng(seed)
+    n_assets = max(len(b) for b in batches)
+    together = [DriftMonitor(["a", "b"], config) for _ in range(n_assets)]
+    apart = [DriftMonitor(["a", "b"], config) for _ in range(n_assets)]
+    level = np.zeros(n_assets)
+    for lengths in batches:
+        bounds, start = [], 0
+        for n in lengths:
+            bounds.append((start, start + n))
+            start += n
+        level += rng.choice([0.0, 0.0, 4.0], size=n_assets)  # steps now and then: detections
+        asset = np.repeat(np.arange(len(lengths)), lengths)
+        scores = rng.exponential(size=start) + level[asset]
+        means = rng.normal(size=(start, 2)) + level[asset, None]
+        means[rng.random(size=(start, 2)) < 0.02] = np.nan  # a signal missing from a window
+        flags = rng.random(size=start) < 0.1
+        got = update_runs(together[: len(lengths)], bounds, scores, means, flags)
+        want = [
+            m.update(scores[a:b], means[a:b], flags[a:b])
+            for m, (a, b) in zip(apart[: len(lengths)], bounds, strict=True)
+        ]
+        assert got == want
+    for mine, theirs in zip(together, apart, strict=True):
+        assert mine.snapshot() == theirs.snapshot()
