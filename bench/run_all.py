@@ -36,6 +36,11 @@ BENCHES = (
     Bench("bench_inference", ("--quick",)),
     Bench("bench_thresholds", ("--quick",)),
     Bench("bench_health", ("--quick",)),
+    Bench(
+        "bench_scaling",
+        ("--assets", "100,1000", "--scored", "10"),
+        ("--assets", "100,1000,10000,100000", "--windows", "16,32,64,128"),
+    ),
     Bench("bench_simulator", ("--quick",)),
     Bench("skab", ("--files", "8"), (), needs=SKAB_DATA),
     Bench("sim_faults", ("--quick",)),
