@@ -396,12 +396,12 @@ class Monitor:
             return outcome
         batch, assets, ts_ms = windowed.batch, windowed.assets, windowed.ts_ms
         runs = list(_runs(assets))
-        # Relative to the slow drift followed but before any re-baselining offset: each
-        # window's level (what the baseline watch compares) and each asset's newest window
-        # (what a candidate baseline is tried on).
         stream = self._stream
         # What the stream judges continuation on: the windows before any offset below.
         unshifted = batch if stream is None else batch.copy()
+        # Relative to the slow drift followed but before any re-baselining offset: each
+        # window's level (what the baseline watch compares) and each asset's newest window
+        # (what a candidate baseline is tried on).
         levels = self.baselines.follow(runs, batch, ts_ms, batch.mean(axis=1, dtype=np.float64))
         last = {a: batch[end - 1].copy() for a, _, end in runs} if self.baselines.enabled else {}
         self.baselines.apply(runs, batch)
@@ -446,7 +446,7 @@ class Monitor:
         scorer = self.model.scorer
         if not self.streaming or not isinstance(scorer, Streaming):
             return None
-        # Bounded by the assets in memory (idle eviction forgets them here too), not here.
+        # The pool holds the assets in memory: idle eviction and revocation forget them.
         return scorer.stream(max_assets=_STREAM_ASSETS)
 
     def _no_windows(self) -> FloatArray:

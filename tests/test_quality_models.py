@@ -158,6 +158,10 @@ def test_lagged_mlp_bends_where_ridge_cannot_and_averages_its_members() -> None:
         assert float((each[0] - each[1]).abs().max()) > 1e-4  # seeds differ: not one net x3
     with pytest.raises(ValueError, match="lags must be distinct"):
         NeuralQuality(2, architecture="lagged-mlp", lags=(0, 0))
+    # The other architectures' configs (and so their models' versions) are as before.
+    assert {"lags", "members"}.isdisjoint(NeuralQuality(2, architecture="conv").get_config())
+    restored = NeuralQuality.from_state(predictor.get_config(), predictor.state_tensors())
+    assert restored.members == 3 and restored.net_config.lags == (0, 6)
 
 
 def test_neural_training_is_seeded() -> None:

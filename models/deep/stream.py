@@ -241,6 +241,7 @@ class ForecasterStream:
         run_slots = self._acquire(run_assets)
         starts = np.asarray(firsts, np.int64)
         lengths = np.diff(np.append(starts, n))
+        ends = np.append(starts[1:], n)
         run_of = np.repeat(np.arange(starts.size), lengths)
         slots = run_slots[run_of]
         before = np.empty((n, window - 1, n_signals), np.float32)
@@ -289,11 +290,10 @@ class ForecasterStream:
             pred = head(before_top[where])
             errors = ((pred - newest) ** 2).float().cpu().numpy()
             # Each run's last sequence leaves the asset's state.
-            last = torch.from_numpy(seq_of[np.append(starts[1:], n) - 1]).to(device)
+            last = torch.from_numpy(seq_of[ends - 1]).to(device)
             index = torch.from_numpy(run_slots).to(device)
             self._h.index_copy_(0, index, hn.transpose(0, 1).index_select(0, last))
             self._c.index_copy_(0, index, cn.transpose(0, 1).index_select(0, last))
-        ends = np.append(starts[1:], n)
         self._tail[run_slots] = judged[ends - 1, 1:]
         self._shift[run_slots] = moved[ends - 1]
         self._has_tail[run_slots] = True

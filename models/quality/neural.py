@@ -346,16 +346,15 @@ class NeuralQuality:
 
     def get_config(self) -> dict[str, Any]:
         net = asdict(self.net_config)
-        net["lags"] = list(self.net_config.lags)
+        # Only where they mean something, so that the configs (and content versions) of
+        # the other architectures are what they were before the lagged MLP.
+        del net["lags"]
+        if self.architecture == "lagged-mlp":
+            net["lags"] = list(self.net_config.lags)
+        extra = {"members": self.members} if self.members != 1 else {}
         train = asdict(self.train_config)
         del train["val_fraction"], train["train_stride"], train["grad_clip"]
-        return {
-            "name": self.name,
-            "architecture": self.architecture,
-            "members": self.members,
-            **net,
-            **train,
-        }
+        return {"name": self.name, "architecture": self.architecture, **extra, **net, **train}
 
     def state_tensors(self) -> dict[str, npt.NDArray[Any]]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
