@@ -88,6 +88,38 @@ def test_anomalous_windows_that_fall_out_of_the_last_n_do_not_count() -> None:
     assert events[0][1].started_at == format_ts(T0 + 5_000)
 
 
+def test_a_weak_crossing_opens_only_when_it_persists_and_a_strong_one_at_once() -> None:
+    cfg = AlertConfig(k=3, n=5, m=10, strong_ratio=1.5, weak_k=6, weak_n=10)
+    # Scores 1.1x the threshold: three of five is one noisy crossing, not an alert ...
+    weak = AlertPolicy(cfg)
+    opened = []
+    for i in range(8):
+        for ev in weak.step(dec(i, i % 2 == 0 or i > 5, score=4.4), now_ms=NOW):
+            opened.append((i, ev))
+    # windows 0,2,4,6,7: five weak exceedances in the last ten; the sixth (8) opens.
+    assert opened == []
+    events = list(weak.step(dec(8, True, score=4.4), now_ms=NOW))
+    assert [e.event for e in events] == ["opened"]
+    assert events[0].started_at == format_ts(T0)
+    assert events[0].reason == "6 of the last 9 windows over threshold"
+    # ... while one window at 2x its threshold among the three opens on the third.
+    strong = AlertPolicy(cfg)
+    got = [
+        (i, ev.event)
+        for i, score in enumerate([4.4, 1.0, 8.0, 1.0, 4.4])
+        for ev in strong.step(dec(i, score > 4.0, score=score), now_ms=NOW)
+    ]
+    assert got == [(4, "opened")]
+    # Off (strong_ratio 1, the default): the weak crossing opens on k of n as before.
+    plain = AlertPolicy(AlertConfig(k=3, n=5, m=10))
+    got = [
+        (i, ev.event)
+        for i in range(5)
+        for ev in plain.step(dec(i, i % 2 == 0, score=4.4), now_ms=NOW)
+    ]
+    assert got == [(4, "opened")]
+
+
 def test_open_needs_the_current_window_anomalous() -> None:
     policy = AlertPolicy(AlertConfig(k=2, n=5, m=3, cooldown_ms=0))
     assert run(policy, "A") == []

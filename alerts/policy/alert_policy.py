@@ -251,7 +251,7 @@ class AlertPolicy:
         if state.clock_ms is not None:
             clocks = np.maximum(clocks, state.clock_ms)
         cooling = (clocks < state.cooldown_until_ms) & (state.phase == "cooling")
-        _absorb_normal(state, ts, self.config.n)
+        _absorb_normal(state, ts, self.config.history)
         return np.asarray(cooling, np.bool_)
 
     def sensor_quiet(self, asset: str) -> bool:
@@ -513,7 +513,7 @@ class AlertPolicy:
         changed between snapshot and restore. A snapshot written before sensor alerts
         existed (no ``tracks``) restores as an asset with anomaly state only.
         """
-        restored = _parse_snapshot(snapshot, lambda kind: self.config_for(kind).n)
+        restored = _parse_snapshot(snapshot, lambda kind: self.config_for(kind).history)
         self._assets.update(restored)
         self._shelved.difference_update(restored)
         self._shelved.update(shelved_assets(restored))

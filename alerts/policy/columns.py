@@ -49,7 +49,7 @@ def _step_columns(
             # Normal decisions on a quiet machine only move its clock, fill its history
             # and end a cooldown; none can open.
             if nxt > i:
-                _absorb_normal(machine, ts[i:nxt], cfg.n)
+                _absorb_normal(machine, ts[i:nxt], cfg.history)
                 i = nxt
                 continue
         elif episode is not None and nxt > i:

@@ -23,6 +23,14 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     #: Open after ``k`` of the last ``n`` windows are anomalous.
     k: Annotated[int, msgspec.Meta(ge=1)] = 3
     n: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: An anomaly alert opens at once on ``k`` of ``n`` only when one of those windows
+    #: scored at least ``strong_ratio`` times its threshold. Windows overlap, so their
+    #: scores are strongly correlated: ``k`` of ``n`` barely over the line is one noisy
+    #: crossing seen ``k`` times, not ``k`` pieces of evidence. Weaker exceedances open only
+    #: when they persist: ``weak_k`` of the last ``weak_n`` windows. 1 turns this off.
+    strong_ratio: Annotated[float, msgspec.Meta(ge=1)] = 1.0
+    weak_k: Annotated[int, msgspec.Meta(ge=1)] = 10
+    weak_n: Annotated[int, msgspec.Meta(ge=1)] = 30
     #: Resolve after ``m`` normal windows in a row.
     m: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: No new alert for an asset this soon (reading time) after one resolved.
@@ -38,6 +46,17 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.k > self.n:
             raise ValueError(f"alert policy needs k <= n, got k={self.k} n={self.n}")
+        if self.weak_k > self.weak_n:
+            raise ValueError(
+                f"alert policy needs weak_k <= weak_n, got weak_k={self.weak_k} "
+                f"weak_n={self.weak_n}"
+            )
+
+    @property
+    def history(self) -> int:
+        """Windows of k-of-n history a quiet machine keeps: ``n``, or ``weak_n`` when weak
+        exceedances must persist."""
+        return max(self.n, self.weak_n) if self.strong_ratio > 1 else self.n
 
 
 #: The machine's settings for sensor-health tracks unless ``AlertPolicy(sensor=...)`` says

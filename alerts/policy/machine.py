@@ -32,15 +32,24 @@ def _advance(
     else:
         window = _Window(decision.ts_ms)
     machine.recent.append(window)
-    if len(machine.recent) > cfg.n:
-        del machine.recent[: len(machine.recent) - cfg.n]
+    keep = cfg.history
+    if len(machine.recent) > keep:
+        del machine.recent[: len(machine.recent) - keep]
     if machine.phase == "cooling" and clock_ms >= machine.cooldown_until_ms:
         machine.phase = "idle"
     if machine.phase != "idle" or not severity:
         return []
-    anomalous = [w for w in machine.recent if w.severity]
+    span = cfg.n
+    anomalous = [w for w in machine.recent[-span:] if w.severity]
     if len(anomalous) < cfg.k:
         return []
+    if keep > cfg.n and decision.kind == "anomaly":
+        strong = any(w.score >= cfg.strong_ratio * w.threshold for w in anomalous)
+        if not strong:
+            span = cfg.weak_n
+            anomalous = [w for w in machine.recent[-span:] if w.severity]
+            if len(anomalous) < cfg.weak_k:
+                return []
 
     peak = max(anomalous, key=lambda w: w.score)
     started_at_ms = min(w.ts_ms for w in anomalous)
@@ -66,7 +75,8 @@ def _advance(
         model_version=decision.model_version,
     )
     if decision.kind == "anomaly":
-        reason = f"{len(anomalous)} of the last {len(machine.recent)} windows over threshold"
+        shown = min(len(machine.recent), span)
+        reason = f"{len(anomalous)} of the last {shown} windows over threshold"
     else:
         # Only what the flagged decisions say: the count of normal ones before a track
         # existed is not kept (step_sensor drops quiet tracks).
