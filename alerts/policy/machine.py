@@ -43,7 +43,7 @@ def _advance(
     anomalous = [w for w in machine.recent[-span:] if w.severity]
     if len(anomalous) < cfg.k:
         return []
-    if keep > cfg.n and decision.kind == "anomaly":
+    if cfg.strong_ratio > 1 and decision.kind == "anomaly":
         strong = any(w.score >= cfg.strong_ratio * w.threshold for w in anomalous)
         if not strong:
             span = cfg.weak_n
