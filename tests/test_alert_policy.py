@@ -111,7 +111,7 @@ def test_a_weak_crossing_opens_only_when_it_persists_and_a_strong_one_at_once() 
     ]
     assert got == [(4, "opened")]
     # Off (strong_ratio 1, the default): the weak crossing opens on k of n as before.
-    plain = AlertPolicy(AlertConfig(k=3, n=5, m=10))
+    plain = AlertPolicy(AlertConfig(k=3, n=5, m=10, strong_ratio=1.0))
     got = [
         (i, ev.event)
         for i in range(5)
@@ -225,7 +225,8 @@ def test_severity_zero_from_the_threshold_layer_falls_back_to_the_ratio() -> Non
 
 
 def test_peak_rise_updates_are_rate_limited_on_reading_time() -> None:
-    cfg = AlertConfig(k=1, n=1, m=50, update_every_ms=10_000, update_min_rise=0.2)
+    # Scores of 1.25x the threshold: weak crossings, so the strength rule is off here.
+    cfg = AlertConfig(k=1, n=1, m=50, update_every_ms=10_000, update_min_rise=0.2, strong_ratio=1.0)
     policy = AlertPolicy(cfg)
     seq = [
         (0, 5.0),  # opened, reported peak 5.0
@@ -383,9 +384,9 @@ def test_per_asset_snapshot_and_forget() -> None:
 
 
 def test_restore_trims_history_to_a_smaller_n() -> None:
-    big = AlertPolicy(AlertConfig(k=5, n=8, m=1))
+    big = AlertPolicy(AlertConfig(k=5, n=8, m=1, strong_ratio=1.0))
     run(big, "AAAA....")
-    small = AlertPolicy(AlertConfig(k=2, n=3, m=1))
+    small = AlertPolicy(AlertConfig(k=2, n=3, m=1, strong_ratio=1.0))
     small.restore(big.snapshot())
     assert len(small.snapshot()["assets"]["pump-1"]["recent"]) == 3
     assert [e.event for _, e in run(small, "A", start=8)] == []  # last 3: . . A
@@ -411,13 +412,16 @@ def test_restore_refuses_damaged_snapshots(snapshot: dict[str, object], message:
 # -- hypothesis: invariants over arbitrary decision sequences ------------------------------
 
 configs = st.builds(
-    lambda k, extra, m, cooldown_s, update_s, rise: AlertConfig(
+    lambda k, extra, m, cooldown_s, update_s, rise, strong, weak_k, weak_extra: AlertConfig(
         k=k,
         n=k + extra,
         m=m,
         cooldown_ms=cooldown_s * 1_000,
         update_every_ms=update_s * 1_000,
         update_min_rise=rise,
+        strong_ratio=strong,
+        weak_k=weak_k,
+        weak_n=weak_k + weak_extra,
     ),
     k=st.integers(1, 4),
     extra=st.integers(0, 3),
@@ -425,6 +429,10 @@ configs = st.builds(
     cooldown_s=st.integers(0, 20),
     update_s=st.integers(0, 10),
     rise=st.sampled_from([0.0, 0.1, 0.5]),
+    # Scores run 4.5-40 against a threshold of 4: 1.3 and 2 make some crossings weak.
+    strong=st.sampled_from([1.0, 1.3, 2.0]),
+    weak_k=st.integers(1, 6),
+    weak_extra=st.integers(0, 6),
 )
 
 steps = st.lists(
@@ -466,7 +474,8 @@ class Reference:
     def __init__(self, cfg: AlertConfig) -> None:
         self.cfg = cfg
         self.open: dict[str, bool] = defaultdict(bool)
-        self.history: dict[str, list[bool]] = defaultdict(list)  # since the last resolve
+        # (anomalous, strong) per window since the last resolve
+        self.history: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
         self.normal_streak: dict[str, int] = defaultdict(int)
         self.cooldown_until: dict[str, int] = defaultdict(lambda: -(2**62))
 
@@ -483,9 +492,14 @@ class Reference:
                 self.cooldown_until[d.asset] = d.ts_ms + cfg.cooldown_ms
                 return "resolved"
             return None
-        self.history[d.asset].append(d.anomalous)
+        strong = d.anomalous and d.score >= cfg.strong_ratio * d.threshold
+        self.history[d.asset].append((d.anomalous, strong))
         last_n = self.history[d.asset][-cfg.n :]
-        if d.anomalous and sum(last_n) >= cfg.k and d.ts_ms >= self.cooldown_until[d.asset]:
+        opens = sum(a for a, _ in last_n) >= cfg.k
+        if opens and cfg.strong_ratio > 1 and not any(s for _, s in last_n):
+            # Only weak crossings among the last n: they must persist, weak_k of weak_n.
+            opens = sum(a for a, _ in self.history[d.asset][-cfg.weak_n :]) >= cfg.weak_k
+        if d.anomalous and opens and d.ts_ms >= self.cooldown_until[d.asset]:
             self.open[d.asset] = True
             self.normal_streak[d.asset] = 0
             return "opened"

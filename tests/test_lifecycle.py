@@ -277,7 +277,7 @@ def step(policy: AlertPolicy, ts_s: int, score: float) -> list[AlertEvent]:
 def opened_policy() -> tuple[AlertPolicy, str]:
     policy = AlertPolicy(AlertConfig(k=1, n=1, m=3, cooldown_ms=0, update_every_ms=0,
                                      max_shelve_ms=600_000))  # fmt: skip
-    [ev] = step(policy, 0, 5.0)
+    [ev] = step(policy, 0, 6.0)  # 1.5x the threshold: opens at once
     assert ev.event == "opened" and ev.acknowledged_by is None
     return policy, ev.alert_id
 

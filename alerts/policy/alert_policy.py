@@ -46,7 +46,7 @@ class AlertPolicy:
     (default :data:`SENSOR_ALERT_DEFAULTS`).
 
     >>> policy = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
-    >>> d = Decision("pump-1", 1795899600000, 5.0, 4.0, True, 1, {"temp": 1.0}, "m", "1")
+    >>> d = Decision("pump-1", 1795899600000, 6.0, 4.0, True, 1, {"temp": 1.0}, "m", "1")
     >>> [e.event for e in policy.step(d, now_ms=1795899600500)], policy.open_alerts()
     (['opened'], 1)
     >>> restored = AlertPolicy(AlertConfig(k=1, n=1, m=1, cooldown_ms=0))
