@@ -110,7 +110,7 @@ def test_a_weak_crossing_opens_only_when_it_persists_and_a_strong_one_at_once() 
         for ev in strong.step(dec(i, score > 4.0, score=score), now_ms=NOW)
     ]
     assert got == [(4, "opened")]
-    # Off (strong_ratio 1, the default): the weak crossing opens on k of n as before.
+    # Off (strong_ratio 1): the weak crossing opens on k of n as before.
     plain = AlertPolicy(AlertConfig(k=3, n=5, m=10, strong_ratio=1.0))
     got = [
         (i, ev.event)
@@ -118,6 +118,32 @@ def test_a_weak_crossing_opens_only_when_it_persists_and_a_strong_one_at_once() 
         for ev in plain.step(dec(i, i % 2 == 0, score=4.4), now_ms=NOW)
     ]
     assert got == [(4, "opened")]
+
+
+def test_weak_persistence_is_bounded_in_reading_time() -> None:
+    # Ten weak windows in a row: at 1 s they open at the tenth (10 s); 5 minutes apart, ten
+    # would be 50 minutes, so the 30 minutes of weak_max_ms ask for six (and of 18, not 30).
+    cfg = AlertConfig(k=3, n=5, m=10, strong_ratio=1.3, weak_k=10, weak_n=30)
+    assert cfg.weak_max_ms == 1_800_000
+    for step_ms, opens_at in ((1_000, 9), (60_000, 9), (300_000, 5), (3_600_000, 2)):
+        policy = AlertPolicy(cfg)
+        got = [
+            (i, ev.event)
+            for i in range(12)
+            for ev in policy.step(dec(i, True, score=4.4, step_ms=step_ms), now_ms=NOW)
+        ]
+        assert got == [(opens_at, "opened")], step_ms
+    # The spacing is the windows' median: one long gap does not make every window count more.
+    policy = AlertPolicy(cfg)
+    times = [T0 + i * 1_000 for i in range(5)] + [T0 + 3_600_000 + i * 1_000 for i in range(7)]
+    got = [
+        (i, ev.event)
+        for i, ts in enumerate(times)
+        for ev in policy.step(
+            Decision("pump-1", ts, 4.4, 4.0, True, 1, {"x": 1.0}, "lstm-ae", "1"), now_ms=NOW
+        )
+    ]
+    assert got == [(9, "opened")]
 
 
 def test_open_needs_the_current_window_anomalous() -> None:
@@ -412,7 +438,7 @@ def test_restore_refuses_damaged_snapshots(snapshot: dict[str, object], message:
 # -- hypothesis: invariants over arbitrary decision sequences ------------------------------
 
 configs = st.builds(
-    lambda k, extra, m, cooldown_s, update_s, rise, strong, weak_k, weak_extra: AlertConfig(
+    lambda k, extra, m, cooldown_s, update_s, rise, strong, weak_k, weak_extra, weak_s: AlertConfig(
         k=k,
         n=k + extra,
         m=m,
@@ -422,6 +448,7 @@ configs = st.builds(
         strong_ratio=strong,
         weak_k=weak_k,
         weak_n=weak_k + weak_extra,
+        weak_max_ms=weak_s * 1_000,
     ),
     k=st.integers(1, 4),
     extra=st.integers(0, 3),
@@ -429,22 +456,25 @@ configs = st.builds(
     cooldown_s=st.integers(0, 20),
     update_s=st.integers(0, 10),
     rise=st.sampled_from([0.0, 0.1, 0.5]),
-    # Scores run 4.5-40 against a threshold of 4: 1.3 and 2 make some crossings weak.
+    # Scores run 4.1-40 against a threshold of 4: 1.3 and 2 make some crossings weak.
     strong=st.sampled_from([1.0, 1.3, 2.0]),
     weak_k=st.integers(1, 6),
     weak_extra=st.integers(0, 6),
+    # Windows come 1-4000 ms apart (median ~0.6 s): 1 s and 3 s bound weak persistence by time.
+    weak_s=st.sampled_from([1_800, 1, 3]),
 )
 
-steps = st.lists(
-    st.tuples(
-        st.sampled_from(["a", "b", "c"]),
-        st.integers(1, 4_000),  # reading-time step in ms, always forward per asset
-        st.booleans(),
-        st.integers(0, 2),
-        st.floats(4.5, 40.0, allow_nan=False),
-    ),
-    max_size=150,
+step = st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(1, 4_000),  # reading-time step in ms, always forward per asset
+    st.booleans(),
+    st.integers(0, 2),
+    # Half of them just over the threshold of 4, so runs of weak crossings happen.
+    st.one_of(st.floats(4.1, 5.1), st.floats(4.5, 40.0)),
 )
+# Hypothesis keeps most lists short; half of the sequences are long enough for weak
+# persistence (up to 12 windows of one asset) and cooldowns to matter.
+steps = st.one_of(st.lists(step, max_size=150), st.lists(step, min_size=40, max_size=150))
 
 
 def decisions_from(raw: Sequence[tuple[str, int, bool, int, float]]) -> list[Decision]:
@@ -474,8 +504,8 @@ class Reference:
     def __init__(self, cfg: AlertConfig) -> None:
         self.cfg = cfg
         self.open: dict[str, bool] = defaultdict(bool)
-        # (anomalous, strong) per window since the last resolve
-        self.history: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+        # (anomalous, strong, ts) per window since the last resolve
+        self.history: dict[str, list[tuple[bool, bool, int]]] = defaultdict(list)
         self.normal_streak: dict[str, int] = defaultdict(int)
         self.cooldown_until: dict[str, int] = defaultdict(lambda: -(2**62))
 
@@ -493,12 +523,21 @@ class Reference:
                 return "resolved"
             return None
         strong = d.anomalous and d.score >= cfg.strong_ratio * d.threshold
-        self.history[d.asset].append((d.anomalous, strong))
+        self.history[d.asset].append((d.anomalous, strong, d.ts_ms))
         last_n = self.history[d.asset][-cfg.n :]
-        opens = sum(a for a, _ in last_n) >= cfg.k
-        if opens and cfg.strong_ratio > 1 and not any(s for _, s in last_n):
-            # Only weak crossings among the last n: they must persist, weak_k of weak_n.
-            opens = sum(a for a, _ in self.history[d.asset][-cfg.weak_n :]) >= cfg.weak_k
+        opens = sum(a for a, _, _ in last_n) >= cfg.k
+        if opens and cfg.strong_ratio > 1 and not any(s for _, s, _ in last_n):
+            # Only weak crossings among the last n: they must persist, weak_k of weak_n,
+            # fewer where weak_k windows would outlast weak_max_ms of reading time.
+            need, of = cfg.weak_k, cfg.weak_n
+            times = [t for _, _, t in self.history[d.asset][-cfg.weak_n :]]
+            if len(times) > 1:
+                spacing = float(np.median(np.diff(times)))
+                while need > cfg.k and (need - 1) * spacing >= cfg.weak_max_ms:
+                    need -= 1
+                if need < cfg.weak_k:
+                    of = min(cfg.weak_n, max(cfg.n, need, -(-cfg.weak_n * need // cfg.weak_k)))
+            opens = sum(a for a, _, _ in self.history[d.asset][-of:]) >= need
         if d.anomalous and opens and d.ts_ms >= self.cooldown_until[d.asset]:
             self.open[d.asset] = True
             self.normal_streak[d.asset] = 0

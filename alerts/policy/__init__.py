@@ -18,7 +18,12 @@ Decisions made here, and why:
   ids. ``now_ms`` only fills ``detected_at``. An asset's reading time is the latest
   ``ts_ms`` seen for it, so a late window cannot move its clock backwards.
 * **Opening needs the current window to be anomalous** and ``k`` anomalous windows among the
-  last ``n`` (fewer than ``n`` seen counts as the windows seen so far).
+  last ``n`` (fewer than ``n`` seen counts as the windows seen so far). For an anomaly,
+  one of those windows must also have scored ``strong_ratio`` (1.3) times its threshold;
+  weaker exceedances open only when they persist, ``weak_k`` of the last ``weak_n``
+  windows (10 of 30), fewer where those would outlast ``weak_max_ms`` of reading time
+  (30 minutes: 6 of 18 at 5-minute readings). Overlapping windows are correlated, so three
+  of five barely over the line is one noisy crossing; measured in docs/BENCHMARKS.md.
 * **Cooldown defers, it does not discard**: windows that arrive during the cooldown still
   fill the k-of-n history, but an open waits until the cooldown has passed and an anomalous
   window arrives; the history is cleared at each resolve, so a new episode never starts

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Final
 
 import msgspec
@@ -28,9 +29,14 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     #: scores are strongly correlated: ``k`` of ``n`` barely over the line is one noisy
     #: crossing seen ``k`` times, not ``k`` pieces of evidence. Weaker exceedances open only
     #: when they persist: ``weak_k`` of the last ``weak_n`` windows. 1 turns this off.
-    strong_ratio: Annotated[float, msgspec.Meta(ge=1)] = 1.0
+    strong_ratio: Annotated[float, msgspec.Meta(ge=1)] = 1.3
     weak_k: Annotated[int, msgspec.Meta(ge=1)] = 10
     weak_n: Annotated[int, msgspec.Meta(ge=1)] = 30
+    #: Persistence is also bounded in reading time: where ``weak_k`` windows span more
+    #: than this (coarse readings: 10 windows of 5-minute data are 50 minutes), the count
+    #: asked for shrinks to the windows that fit in it (never under ``k``) and ``weak_n``
+    #: with it, in proportion. The windows' own spacing says what a window is worth.
+    weak_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 1_800_000
     #: Resolve after ``m`` normal windows in a row.
     m: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: No new alert for an asset this soon (reading time) after one resolved.
@@ -57,6 +63,22 @@ class AlertConfig(Config, frozen=True, kw_only=True):
         """Windows of k-of-n history a quiet machine keeps: ``n``, or ``weak_n`` when weak
         exceedances must persist."""
         return max(self.n, self.weak_n) if self.strong_ratio > 1 else self.n
+
+    def weak_need(self, spacing_ms: float) -> tuple[int, int]:
+        """``(count, of)``: weak exceedances must be ``count`` of the last ``of`` windows,
+        where windows come ``spacing_ms`` apart in reading time (0: not known).
+
+        >>> cfg = AlertConfig()
+        >>> cfg.weak_need(1_000), cfg.weak_need(60_000), cfg.weak_need(300_000)
+        ((10, 30), (10, 30), (6, 18))
+        >>> cfg.weak_need(3_600_000)  # an hour apart: never fewer than k of n
+        (3, 9)
+        """
+        if spacing_ms <= 0 or self.weak_k * spacing_ms <= self.weak_max_ms:
+            return self.weak_k, self.weak_n
+        count = max(self.k, min(self.weak_k, math.ceil(self.weak_max_ms / spacing_ms)))
+        of = max(self.n, count, math.ceil(self.weak_n * count / self.weak_k))
+        return count, min(of, self.weak_n)
 
 
 #: The machine's settings for sensor-health tracks unless ``AlertPolicy(sensor=...)`` says

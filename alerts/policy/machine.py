@@ -6,7 +6,9 @@ and changes only the machine it is given; :mod:`alerts.policy` explains the rule
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 
 from alerts.events import SEVERITY_NAMES, AlertEvent, AlertKind, EventKind, ModelRef, TopSignal
 from alerts.policy.config import AlertConfig
@@ -46,9 +48,9 @@ def _advance(
     if cfg.strong_ratio > 1 and decision.kind == "anomaly":
         strong = any(w.score >= cfg.strong_ratio * w.threshold for w in anomalous)
         if not strong:
-            span = cfg.weak_n
+            need, span = cfg.weak_need(_spacing_ms(machine.recent[-cfg.weak_n :]))
             anomalous = [w for w in machine.recent[-span:] if w.severity]
-            if len(anomalous) < cfg.weak_k:
+            if len(anomalous) < need:
                 return []
 
     peak = max(anomalous, key=lambda w: w.score)
@@ -91,6 +93,14 @@ def _advance(
     machine.episode = episode
     machine.recent = []  # the next episode's history starts after this one resolves
     return [_event("opened", decision, episode, now_ms, reason, cfg)]
+
+
+def _spacing_ms(windows: list[_Window]) -> float:
+    """The median reading time between consecutive windows of ``windows`` (0 with fewer
+    than two): what one window of persistence is worth, robust to the odd gap."""
+    if len(windows) < 2:
+        return 0.0
+    return float(statistics.median(b.ts_ms - a.ts_ms for a, b in itertools.pairwise(windows)))
 
 
 def _step_open(
