@@ -126,7 +126,7 @@ class ConsumerSettings(Config, frozen=True, kw_only=True):
     #: The longest ``consume()`` waits for a full batch. A backlog fills batches at once
     #: whatever this is; a live stream's readings each wait up to this long before their
     #: batch starts, so it is a floor under the end-to-end latency. 20 ms by measurement
-    #: (docs/BENCHMARKS.md): p50 240 -> 80 ms at half the maximum rate against 200 ms.
+    #: (docs/BENCHMARKS.md): p50 at half the maximum rate 1.3-3x lower than with 200 ms.
     batch_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 20
     #: Larger messages go to the dead-letter topic as ``oversize``.
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
