@@ -125,14 +125,23 @@ class BaselineSubspace:
 
 @dataclass(frozen=True)
 class FollowBasis:
-    """What training tells the drift follower: ``jump``, how far the relation residual of
-    the level (what the subspace does not hold, normalised units) moves within one window
-    length in normal operation. Measured on the training rows as the ``JUMP_QUANTILE`` of
-    the move between consecutive non-overlapping stretches of ``window`` rows, times
-    ``JUMP_MARGIN``; anything faster is a jump and is never followed.
+    """What training tells the drift follower: how far the relation residual of the level
+    (what the subspace does not hold, normalised units) moves within one window length in
+    normal operation. Measured on the training rows between consecutive non-overlapping
+    stretches of ``window`` rows, as the ``JUMP_QUANTILE`` of the move's length (``jump``)
+    and of each signal's own part of it (``jumps``), times ``JUMP_MARGIN``; a move past
+    either is a jump and is never followed.
+
+    Both, because the length of a move over many signals dilutes one signal's step: among
+    52 signals, a sensor that comes to read 8 of its noise-sd off lifts the residual's
+    length little above what the other signals' noise moves it by, so most of the step's
+    ramp into the window means passed as calm and was followed (the fault's alert ended
+    within hours), while the signal's own part of the move stands far above its own normal
+    moves. ``jumps`` is ``None`` in artifacts from before it: the length alone.
     """
 
     jump: float
+    jumps: tuple[float, ...] | None = None
 
     @classmethod
     def fit(
@@ -150,22 +159,45 @@ class FollowBasis:
                 continue
             csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
             resid = subspace.outside((csum[w:] - csum[:-w]) / w)  # each stretch of w rows
-            moves.append(np.linalg.norm(resid[w:] - resid[:-w], axis=1))
-        found = np.concatenate(moves) if moves else np.zeros(0)
-        found = found[np.isfinite(found)]
-        if not found.size:
+            moves.append(resid[w:] - resid[:-w])
+        found = np.concatenate(moves) if moves else np.zeros((0, subspace.basis.shape[1]))
+        found = found[np.isfinite(found).all(axis=1)]
+        if not found.shape[0]:
             return None
-        return cls(float(np.quantile(found, JUMP_QUANTILE) * JUMP_MARGIN))
+        length = np.quantile(np.linalg.norm(found, axis=1), JUMP_QUANTILE) * JUMP_MARGIN
+        own = np.quantile(np.abs(found), JUMP_QUANTILE, axis=0) * JUMP_MARGIN
+        return cls(float(length), tuple(float(v) for v in own))
+
+    def calm(self, moves: F64) -> npt.NDArray[np.bool_]:
+        """Per row of ``moves`` (residual moves over one window length, ``(m, signals)``):
+        whether it is no jump, by its length and by each signal's own part."""
+        ok = np.linalg.norm(moves, axis=1) <= self.jump
+        if self.jumps is not None:
+            ok &= (np.abs(moves) <= np.asarray(self.jumps, dtype=np.float64)).all(axis=1)
+        return np.asarray(ok, dtype=np.bool_)
 
     def to_json(self) -> dict[str, Any]:
-        return {"jump": self.jump}
+        out: dict[str, Any] = {"jump": self.jump}
+        if self.jumps is not None:
+            out["jumps"] = list(self.jumps)
+        return out
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> FollowBasis:
+    def from_json(cls, raw: Mapping[str, Any], n_signals: int | None = None) -> FollowBasis:
+        """Back from :meth:`to_json`, checked (``n_signals``: how many ``jumps`` to expect)."""
         jump = float(raw["jump"])
         if not (math.isfinite(jump) and jump >= 0):
             raise ValueError(f"drift following: jump scale {jump} is not a finite number >= 0")
-        return cls(jump)
+        jumps: tuple[float, ...] | None = None
+        if raw.get("jumps") is not None:
+            jumps = tuple(float(v) for v in raw["jumps"])
+            if n_signals is not None and len(jumps) != n_signals:
+                raise ValueError(
+                    f"drift following: {len(jumps)} per-signal jump scales for {n_signals} signals"
+                )
+            if not all(math.isfinite(v) and v >= 0 for v in jumps):
+                raise ValueError("drift following: a per-signal jump scale is not a number >= 0")
+        return cls(jump, jumps)
 
 
 class DriftFollower:
@@ -174,9 +206,9 @@ class DriftFollower:
     A sensor that loses its calibration over hours, or a plant whose relations creep with
     wear, moves the relation residual of the level (what the subspace of normal moves does
     not hold) slowly; a fault or a step moves it at once. The follower keeps ``target``,
-    the residual with every jump taken out (a move larger than the jump scale within one
-    window length adds nothing) and never beyond the residual the asset shows now (signal
-    by signal, between zero and it), and ``offset``, an exponential smoothing of
+    the residual with every jump taken out (a move past the :class:`FollowBasis` scales
+    within one window length adds nothing) and never beyond the residual the asset shows
+    now (signal by signal, between zero and it), and ``offset``, an exponential smoothing of
     ``target`` with time constant ``follow_ms`` of reading time. The monitor judges each
     window relative to ``offset``: a slow drift is followed with a lag, a step is never
     followed and stays alerted as long as it lasts, a relation back in place is let go
@@ -266,7 +298,7 @@ def follow_runs(
     idx = base[k_of] + kept[k_of] + local
     back = base[k_of] + np.maximum(kept[k_of] + local - window[k_of], 0)
     prev = base[k_of] + np.maximum(kept[k_of] + local - 1, 0)
-    calm = np.linalg.norm(ext[idx] - ext[back], axis=1) <= basis.jump
+    calm = basis.calm(ext[idx] - ext[back])
     step = (ext[idx] - ext[prev]) * calm[:, None]
     resid = resid_all[rows]
     first = np.array([f._last_ts is None for f in followers])

@@ -58,7 +58,7 @@ class Baselines:
         # What training says about following drift; a model trained before it was kept
         # follows none.
         raw = model.metadata.get("baseline_follow")
-        self.follow_basis = None if raw is None else FollowBasis.from_json(raw)
+        self.follow_basis = None if raw is None else FollowBasis.from_json(raw, len(self.signals))
         self._watches: dict[str, BaselineWatch] = {}
         #: Follow every asset's run side by side (``follow_runs``); ``False`` one
         #: ``DriftFollower.follow`` per run (the same results; for benchmarks).

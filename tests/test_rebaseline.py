@@ -266,3 +266,53 @@ def test_follow_runs_is_follow_for_each_run(
                 np.testing.assert_array_equal(got[a:b], expected)
         for f, s_ in zip(fast, slow, strict=True):
             assert f.snapshot() == s_.snapshot()
+
+
+def factor_plant(rng: np.random.Generator, n: int, loadings: np.ndarray) -> np.ndarray:
+    """Many signals driven by a few slow AR(1) disturbances, each with its own noise (0.3)."""
+    factors = np.zeros((n, loadings.shape[0]))
+    shocks = rng.normal(0, np.sqrt(1 - 0.95**2), factors.shape)
+    for t in range(1, n):
+        factors[t] = 0.95 * factors[t - 1] + shocks[t]
+    return np.asarray(factors @ loadings + rng.normal(0, 0.3, (n, loadings.shape[1])))
+
+
+def test_a_step_in_one_signal_of_many_is_a_jump_and_is_not_followed() -> None:
+    """Among 40 signals a sensor 8 noise-sd off barely moves the residual's length past
+    what the other signals' noise moves it by; judged by its own part of the move, it is
+    a jump, so the follower leaves it (and the fault stays alerted)."""
+    rng = np.random.default_rng(3)
+    window, signals = 16, 40
+    loadings = rng.normal(0, 1, (4, signals))
+    train = factor_plant(rng, 4000, loadings)
+    mean, sd = train.mean(axis=0), train.std(axis=0)
+    sub = BaselineSubspace.fit((train - mean) / sd)
+    basis = FollowBasis.fit([(train - mean) / sd], sub, window)
+    assert basis is not None and basis.jumps is not None and len(basis.jumps) == signals
+    test = (factor_plant(rng, 3000, loadings) - mean) / sd
+    test[1000:, 7] += 8 * 0.3 / sd[7]
+    csum = np.cumsum(np.vstack([np.zeros((1, signals)), test]), axis=0)
+    levels = (csum[window:] - csum[:-window]) / window  # each window's mean, as the monitor
+    ts = T0 + np.arange(levels.shape[0], dtype=np.int64) * 60_000
+    step = sub.outside(np.eye(signals)[7] * 8 * 0.3 / sd[7])[7]
+
+    def followed(b: FollowBasis) -> float:
+        offsets = DriftFollower(signals, window).follow(ts, levels, sub, b, 3_600_000)
+        return float(offsets[-1, 7] / step)
+
+    assert followed(basis) < 0.25
+    # By the length alone (artifacts from before per-signal scales), most of it is taken.
+    assert followed(FollowBasis(basis.jump)) > 0.35
+
+
+def test_follow_basis_round_trips_and_reads_artifacts_from_before_per_signal_scales() -> None:
+    basis = FollowBasis(1.5, (0.1, 0.2, 0.3))
+    assert FollowBasis.from_json(basis.to_json(), 3) == basis
+    assert FollowBasis.from_json({"jump": 1.5}, 3) == FollowBasis(1.5)
+    with pytest.raises(ValueError, match="2 per-signal jump scales for 3 signals"):
+        FollowBasis.from_json({"jump": 1.5, "jumps": [0.1, 0.2]}, 3)
+    with pytest.raises(ValueError, match="not a number"):
+        FollowBasis.from_json({"jump": 1.5, "jumps": [0.1, float("nan"), 0.3]}, 3)
+    moves = np.array([[0.05, 0.05, 0.05], [0.0, 0.25, 0.0], [1.0, 1.0, 1.0]])
+    assert basis.calm(moves).tolist() == [True, False, False]
+    assert FollowBasis(1.5).calm(moves).tolist() == [True, True, False]
