@@ -209,12 +209,14 @@ KINDS = (
 )
 
 
-def _write(path: Path, values: F, label: npt.NDArray[np.int64]) -> None:
+def _write(
+    path: Path, values: F, label: npt.NDArray[np.int64], interval_s: int = INTERVAL_S
+) -> None:
     t0 = 1_700_000_000
     n_signals = values.shape[1]
     lines = ["timestamp," + ",".join(f"x{j + 1:02d}" for j in range(n_signals)) + ",label"]
     for i, (row, lab) in enumerate(zip(values.tolist(), label.tolist(), strict=True)):
-        lines.append(f"{t0 + i * INTERVAL_S}," + ",".join(f"{v:.5g}" for v in row) + f",{lab}")
+        lines.append(f"{t0 + i * interval_s}," + ",".join(f"{v:.5g}" for v in row) + f",{lab}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -229,6 +231,7 @@ def run_one(
     sets: list[str],
     work: Path,
     scorer: str | None = None,
+    interval_s: int = INTERVAL_S,
 ) -> dict[str, Any]:
     plant_rng = np.random.default_rng([seed, 0])
     plant = Plant.make(plant_rng, signals)
@@ -239,7 +242,7 @@ def run_one(
     if kind != "normal":
         label[train + onset :] = 1
     src = work / f"{kind}-{seed}.csv"
-    _write(src, np.vstack([history, run]), label)
+    _write(src, np.vstack([history, run]), label, interval_s)
     split = ["--train-rows", str(train)]
     pred, truth = backtest_flags(src, split, sets, scorer, f"{kind} seed {seed}")
     alerts = spans(pred)
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     sets=args.set,
                     work=Path(tmp),
                     scorer=args.scorer,
+                    interval_s=args.interval_s or INTERVAL_S,
                 )
                 results.append(r)
                 print(

@@ -23,6 +23,7 @@ Kinds (5-minute cadence, daily cycle of 288 rows unless said; ``label`` marks th
 
     .venv/bin/python bench/univariate.py                    # every kind, 3 seeds
     .venv/bin/python bench/univariate.py --kinds stuck,new_level --seeds 1 --set alert.k=2
+    .venv/bin/python bench/univariate.py --interval-s 3600   # the same streams, hourly
 
 Progress to stderr; the markdown table and the command to stdout (and ``--json``).
 """
@@ -169,11 +170,11 @@ KINDS: dict[str, Callable[[np.random.Generator], tuple[F, Ints]]] = {
 }
 
 
-def _write(path: Path, x: F, y: Ints) -> None:
+def _write(path: Path, x: F, y: Ints, interval_s: int = INTERVAL_S) -> None:
     t0 = 1_700_000_000
     lines = ["timestamp,value,label"]
     rows = enumerate(zip(x.tolist(), y.tolist(), strict=True))
-    lines += [f"{t0 + i * INTERVAL_S},{v:.6f},{lab}" for i, (v, lab) in rows]
+    lines += [f"{t0 + i * interval_s},{v:.6f},{lab}" for i, (v, lab) in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -210,11 +211,16 @@ def backtest_flags(
 
 
 def run_one(
-    kind: str, seed: int, sets: list[str], work: Path, scorer: str | None = None
+    kind: str,
+    seed: int,
+    sets: list[str],
+    work: Path,
+    scorer: str | None = None,
+    interval_s: int = INTERVAL_S,
 ) -> dict[str, Any]:
     x, y = KINDS[kind](np.random.default_rng(seed))
     src = work / f"{kind}-{seed}.csv"
-    _write(src, x, y)
+    _write(src, x, y, interval_s)
     split = ["--train-fraction", str(TRAIN_FRACTION)]
     pred, label = backtest_flags(src, split, sets, scorer, f"{kind} seed {seed}")
     truth = spans(label)
@@ -262,6 +268,11 @@ def add_run_options(p: argparse.ArgumentParser, known: Sequence[str]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--scorer", help="plantwatch backtest's --scorer (default: its default)")
     p.add_argument("--json", type=Path, help="write every run's counts here")
+    p.add_argument(
+        "--interval-s",
+        type=int,
+        help="seconds between rows (default: the bench's own); the same rows, further apart",
+    )
 
 
 def chosen_kinds(
@@ -294,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             for seed in range(args.seeds):
-                results.append(run_one(kind, seed, args.set, Path(tmp), args.scorer))
+                interval = args.interval_s or INTERVAL_S
+                results.append(run_one(kind, seed, args.set, Path(tmp), args.scorer, interval))
                 r = results[-1]
                 print(
                     f"{kind} seed {seed}: detected {r['detected']}/{r['events']}, "

@@ -122,10 +122,13 @@ def test_a_weak_crossing_opens_only_when_it_persists_and_a_strong_one_at_once() 
 
 def test_weak_persistence_is_bounded_in_reading_time() -> None:
     # Ten weak windows in a row: at 1 s they open at the tenth (10 s); 5 minutes apart, ten
-    # would be 50 minutes, so the 30 minutes of weak_max_ms ask for six (and of 18, not 30).
+    # would be 50 minutes, so the 30 minutes of weak_max_ms ask for six (and of 18, not 30);
+    # 10 minutes or an hour apart, 30 minutes would ask for three or one, but never fewer
+    # than weak_min_k (six) are asked for.
     cfg = AlertConfig(k=3, n=5, m=10, strong_ratio=1.3, weak_k=10, weak_n=30)
-    assert cfg.weak_max_ms == 1_800_000
-    for step_ms, opens_at in ((1_000, 9), (60_000, 9), (300_000, 5), (3_600_000, 2)):
+    assert (cfg.weak_max_ms, cfg.weak_min_k) == (1_800_000, 6)
+    cases = ((1_000, 9), (60_000, 9), (300_000, 5), (600_000, 5), (3_600_000, 5))
+    for step_ms, opens_at in cases:
         policy = AlertPolicy(cfg)
         got = [
             (i, ev.event)
@@ -438,17 +441,20 @@ def test_restore_refuses_damaged_snapshots(snapshot: dict[str, object], message:
 # -- hypothesis: invariants over arbitrary decision sequences ------------------------------
 
 configs = st.builds(
-    lambda k, extra, m, cooldown_s, update_s, rise, strong, weak_k, weak_extra, weak_s: AlertConfig(
-        k=k,
-        n=k + extra,
-        m=m,
-        cooldown_ms=cooldown_s * 1_000,
-        update_every_ms=update_s * 1_000,
-        update_min_rise=rise,
-        strong_ratio=strong,
-        weak_k=weak_k,
-        weak_n=weak_k + weak_extra,
-        weak_max_ms=weak_s * 1_000,
+    lambda k, extra, m, cooldown_s, update_s, rise, strong, weak_k, weak_extra, weak_s, weak_min: (
+        AlertConfig(
+            k=k,
+            n=k + extra,
+            m=m,
+            cooldown_ms=cooldown_s * 1_000,
+            update_every_ms=update_s * 1_000,
+            update_min_rise=rise,
+            strong_ratio=strong,
+            weak_k=weak_k,
+            weak_n=weak_k + weak_extra,
+            weak_max_ms=weak_s * 1_000,
+            weak_min_k=weak_min,
+        )
     ),
     k=st.integers(1, 4),
     extra=st.integers(0, 3),
@@ -462,6 +468,8 @@ configs = st.builds(
     weak_extra=st.integers(0, 6),
     # Windows come 1-4000 ms apart (median ~0.6 s): 1 s and 3 s bound weak persistence by time.
     weak_s=st.sampled_from([1_800, 1, 3]),
+    # The floor under the time bound: under k, between k and weak_k, over weak_k.
+    weak_min=st.integers(1, 8),
 )
 
 step = st.tuples(
@@ -528,12 +536,14 @@ class Reference:
         opens = sum(a for a, _, _ in last_n) >= cfg.k
         if opens and cfg.strong_ratio > 1 and not any(s for _, s, _ in last_n):
             # Only weak crossings among the last n: they must persist, weak_k of weak_n,
-            # fewer where weak_k windows would outlast weak_max_ms of reading time.
+            # fewer where weak_k windows would outlast weak_max_ms of reading time (never
+            # under k nor weak_min_k).
             need, of = cfg.weak_k, cfg.weak_n
             times = [t for _, _, t in self.history[d.asset][-cfg.weak_n :]]
             if len(times) > 1:
                 spacing = float(np.median(np.diff(times)))
-                while need > cfg.k and (need - 1) * spacing >= cfg.weak_max_ms:
+                floor = max(cfg.k, min(cfg.weak_min_k, cfg.weak_k))
+                while need > floor and (need - 1) * spacing >= cfg.weak_max_ms:
                     need -= 1
                 if need < cfg.weak_k:
                     of = min(cfg.weak_n, max(cfg.n, need, -(-cfg.weak_n * need // cfg.weak_k)))

@@ -22,8 +22,9 @@ Decisions made here, and why:
   one of those windows must also have scored ``strong_ratio`` (1.3) times its threshold;
   weaker exceedances open only when they persist, ``weak_k`` of the last ``weak_n``
   windows (10 of 30), fewer where those would outlast ``weak_max_ms`` of reading time
-  (30 minutes: 6 of 18 at 5-minute readings). Overlapping windows are correlated, so three
-  of five barely over the line is one noisy crossing; measured in docs/BENCHMARKS.md.
+  (30 minutes: 6 of 18 at 5-minute readings) but never fewer than ``weak_min_k`` (6, also
+  at hourly readings). Overlapping windows are correlated, so three of five barely over
+  the line is one noisy crossing; measured in docs/BENCHMARKS.md.
 * **Cooldown defers, it does not discard**: windows that arrive during the cooldown still
   fill the k-of-n history, but an open waits until the cooldown has passed and an anomalous
   window arrives; the history is cleared at each resolve, so a new episode never starts

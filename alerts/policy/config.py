@@ -34,9 +34,16 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     weak_n: Annotated[int, msgspec.Meta(ge=1)] = 30
     #: Persistence is also bounded in reading time: where ``weak_k`` windows span more
     #: than this (coarse readings: 10 windows of 5-minute data are 50 minutes), the count
-    #: asked for shrinks to the windows that fit in it (never under ``k``) and ``weak_n``
-    #: with it, in proportion. The windows' own spacing says what a window is worth.
+    #: asked for shrinks to the windows that fit in it (never under ``k`` nor
+    #: ``weak_min_k``) and ``weak_n`` with it, in proportion. The windows' own spacing says
+    #: how far apart they are.
     weak_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 1_800_000
+    #: ... but never fewer than this many windows (nor more than ``weak_k``): windows
+    #: overlap by the same readings at every cadence, so a count of them carries no more
+    #: evidence for lying an hour apart than a second apart, and fewer than six weak
+    #: windows is one noisy crossing seen several times (6: what 30 minutes ask of 5-minute
+    #: readings; 3 of 9 at 10-minute to hourly readings flooded, docs/BENCHMARKS.md).
+    weak_min_k: Annotated[int, msgspec.Meta(ge=1)] = 6
     #: Resolve after ``m`` normal windows in a row.
     m: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: No new alert for an asset this soon (reading time) after one resolved.
@@ -71,12 +78,13 @@ class AlertConfig(Config, frozen=True, kw_only=True):
         >>> cfg = AlertConfig()
         >>> cfg.weak_need(1_000), cfg.weak_need(60_000), cfg.weak_need(300_000)
         ((10, 30), (10, 30), (6, 18))
-        >>> cfg.weak_need(3_600_000)  # an hour apart: never fewer than k of n
-        (3, 9)
+        >>> cfg.weak_need(3_600_000)  # an hour apart: never fewer than weak_min_k
+        (6, 18)
         """
         if spacing_ms <= 0 or self.weak_k * spacing_ms <= self.weak_max_ms:
             return self.weak_k, self.weak_n
-        count = max(self.k, min(self.weak_k, math.ceil(self.weak_max_ms / spacing_ms)))
+        floor = max(self.k, min(self.weak_min_k, self.weak_k))
+        count = max(floor, math.ceil(self.weak_max_ms / spacing_ms))
         of = max(self.n, count, math.ceil(self.weak_n * count / self.weak_k))
         return count, min(of, self.weak_n)
 
