@@ -22,7 +22,7 @@ from models.quality.registry import DEFAULT_KIND as DEFAULT_QUALITY_KIND
 from models.quality.registry import KINDS as QUALITY_KINDS
 from models.quality.registry import LAGGED_KINDS as QUALITY_LAGGED
 from plantwatch.settings import Settings, with_overrides
-from stream.files import ROW_ORDER, FileFormatError, Table, read_table
+from stream.files import CLOCK_WORDS, ROW_ORDER, TIME_COLUMNS, FileFormatError, Table, read_table
 
 log = logging.getLogger("plantwatch")
 
@@ -135,11 +135,20 @@ def _read(
         raise SystemExit(f"plantwatch: {exc}") from exc
     if table.time_column == ROW_ORDER:
         print(
-            f"note: {args.input} has no time column (timestamp, datetime, time or ts); "
+            f"note: {args.input} has no time column ({', '.join(TIME_COLUMNS)}); "
             f"its rows are taken in file order, {interval / 1000:g} s apart "
             "(--time-column NAME names one, --row-interval-ms sets the spacing)",
             file=sys.stderr,
         )
+        clocks = [s for s in table.signals if any(w in s.lower() for w in CLOCK_WORDS)]
+        if clocks:
+            # A clock read as a signal only ever rises: every window is new to the model.
+            print(
+                f"note: {', '.join(map(repr, clocks))} {'is' if len(clocks) == 1 else 'are'} "
+                "read as a signal; if it is the time, name it: --time-column "
+                f"{clocks[0]}",
+                file=sys.stderr,
+            )
     return table
 
 
@@ -155,8 +164,8 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-column",
         metavar="NAME",
-        help="time column (default: timestamp, datetime, time or ts; a file with none is "
-        "taken in row order, one second apart)",
+        help=f"time column (default: the first of {', '.join(TIME_COLUMNS)}; a file with "
+        "none is taken in row order, one second apart)",
     )
     p.add_argument(
         "--labels",

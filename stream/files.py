@@ -28,7 +28,12 @@ import pyarrow.parquet as pq
 from common.cadence import cadence_of_intervals, measure_cadence
 from common.timestamps import MIN_TS_MS
 
-TIME_COLUMNS = ("timestamp", "datetime", "time", "ts")
+#: Time columns found by name (case-insensitive), in this order of preference: what
+#: historians and public data sets call them (Yahoo's A3/A4 say "timestamps", Ignition
+#: "t_stamp").
+TIME_COLUMNS = ("timestamp", "timestamps", "datetime", "date_time", "time", "ts", "t_stamp", "date")
+#: Parts of a column name that say it may be a clock, for the note on a file without one.
+CLOCK_WORDS = ("time", "stamp", "date", "epoch")
 #: Columns that carry ground truth in common data sets (SKAB, our simulator, NAB-style
 #: files); they are excluded from the signals whether or not they are the chosen label.
 LABEL_LIKE_COLUMNS = frozenset(

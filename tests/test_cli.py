@@ -156,6 +156,22 @@ def test_backtest_a_univariate_stream_timed_by_row_index_or_not_at_all(
     assert ("no time column" in capsys.readouterr().err) == (clock == "none")
 
 
+def test_a_clock_read_as_a_signal_is_named_in_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(5)
+    src = tmp_path / "x.csv"
+    src.write_text(
+        "epoch_s,value\n"
+        + "".join(f"{1_700_000_000 + 60 * i},{v:.4f}\n" for i, v in enumerate(rng.normal(size=600)))
+    )
+    args = ["backtest", "--input", str(src), "--train-fraction", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "o.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "no time column" in err
+    assert "'epoch_s' is read as a signal; if it is the time, name it: --time-column epoch_s" in err
+
+
 def test_backtest_writes_one_self_contained_html_page(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     n = 3000

@@ -70,6 +70,19 @@ def test_a_file_without_a_clock_keeps_row_order_one_second_apart(tmp_path: Path)
     assert np.diff(t.ts_ms).tolist() == [1000, 1000] and t.ts_ms[0] == MIN_TS_MS
 
 
+@pytest.mark.parametrize("name", ["timestamps", "T_STAMP", "Date", "date_time"])
+def test_time_columns_by_the_names_data_sets_and_historians_give_them(
+    tmp_path: Path, name: str
+) -> None:
+    # Yahoo's A3/A4 benchmark files say "timestamps", Ignition's historian "t_stamp": read
+    # as a signal, a clock only rises and every window is new to the model.
+    f = tmp_path / "x.csv"
+    f.write_text(f"{name},value\n1416733200,5\n1416726000,4\n1416729600,6\n")
+    t = read_table(f)
+    assert t.time_column == name and t.signals == ("value",)
+    assert np.diff(t.ts_ms).tolist() == [3_600_000, 3_600_000]
+
+
 def test_small_numbers_as_time_are_seconds_even_before_2000(tmp_path: Path) -> None:
     # Benchmarks index their rows 1, 2, 3 ... in a "timestamp" column: seconds from 1970.
     f = tmp_path / "x.csv"
