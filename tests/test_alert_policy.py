@@ -542,7 +542,7 @@ class Reference:
             times = [t for _, _, t in self.history[d.asset][-cfg.weak_n :]]
             if len(times) > 1:
                 spacing = float(np.median(np.diff(times)))
-                floor = max(cfg.k, min(cfg.weak_min_k, cfg.weak_k))
+                floor = max(cfg.k, cfg.weak_min_k)
                 while need > floor and (need - 1) * spacing >= cfg.weak_max_ms:
                     need -= 1
                 if need < cfg.weak_k:

@@ -38,11 +38,12 @@ class AlertConfig(Config, frozen=True, kw_only=True):
     #: ``weak_min_k``) and ``weak_n`` with it, in proportion. The windows' own spacing says
     #: how far apart they are.
     weak_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 1_800_000
-    #: ... but never fewer than this many windows (nor more than ``weak_k``): windows
-    #: overlap by the same readings at every cadence, so a count of them carries no more
-    #: evidence for lying an hour apart than a second apart, and fewer than six weak
-    #: windows is one noisy crossing seen several times (6: what 30 minutes ask of 5-minute
-    #: readings; 3 of 9 at 10-minute to hourly readings flooded, docs/BENCHMARKS.md).
+    #: ... but never fewer than this many windows (nor, the bound only shrinking it, more
+    #: than ``weak_k``): windows overlap by the same readings at every cadence, so a count
+    #: of them carries no more evidence for lying an hour apart than a second apart, and
+    #: fewer than six weak windows is one noisy crossing seen several times (6: what 30
+    #: minutes ask of 5-minute readings; 3 of 9 at 10-minute to hourly readings flooded,
+    #: docs/BENCHMARKS.md).
     weak_min_k: Annotated[int, msgspec.Meta(ge=1)] = 6
     #: Resolve after ``m`` normal windows in a row.
     m: Annotated[int, msgspec.Meta(ge=1)] = 10
@@ -83,8 +84,10 @@ class AlertConfig(Config, frozen=True, kw_only=True):
         """
         if spacing_ms <= 0 or self.weak_k * spacing_ms <= self.weak_max_ms:
             return self.weak_k, self.weak_n
-        floor = max(self.k, min(self.weak_min_k, self.weak_k))
-        count = max(floor, math.ceil(self.weak_max_ms / spacing_ms))
+        # Shrunk to what fits in weak_max_ms, never under k nor weak_min_k, and never
+        # raised: at most weak_k.
+        fits = math.ceil(self.weak_max_ms / spacing_ms)
+        count = min(self.weak_k, max(self.k, self.weak_min_k, fits))
         of = max(self.n, count, math.ceil(self.weak_n * count / self.weak_k))
         return count, min(of, self.weak_n)
 
