@@ -104,6 +104,9 @@ class Metrics:
     commits: Counter
     deliveries: Counter
     batch_size: Histogram
+    #: ``phase``: ``state`` (the changed assets' snapshots encoded and produced),
+    #: ``flush`` (everything produced acknowledged), ``commit`` (the consumer offsets).
+    checkpoint_seconds: Histogram
     windows_skipped: Counter
     quality_predicted: Gauge
     quality_lower: Gauge
@@ -229,6 +232,14 @@ class Metrics:
                 "plantwatch_batch_size",
                 "Sensor messages per consumed batch.",
                 buckets=BATCH_SIZE_BUCKETS,
+                registry=reg,
+            ),
+            checkpoint_seconds=Histogram(
+                "plantwatch_checkpoint_seconds",
+                "Wall time of each phase of an at-least-once checkpoint, on the run loop's "
+                "thread: no reading is consumed meanwhile.",
+                ["phase"],
+                buckets=SCORE_BUCKETS_S,
                 registry=reg,
             ),
             windows_skipped=Counter(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -193,12 +194,14 @@ def paced_latency(
         started = time.monotonic()
         before: dict[float, float] | None = None
         batches_before = {"count": 0.0, "sum": 0.0}
+        checkpoints_before: dict[str, dict[str, float]] = {}
         while True:
             elapsed = time.monotonic() - started
             if before is None and elapsed >= warmup_s:
                 got = mon.scrape()
                 before = got["buckets"] if got else {}
                 batches_before = got["batches"] if got else batches_before
+                checkpoints_before = got["checkpoints"] if got else {}
             if elapsed >= warmup_s + seconds:
                 break
             due = int(rate * elapsed)
@@ -219,6 +222,7 @@ def paced_latency(
         after = got["buckets"] if got else {}
         counted = got["messages"] if got else 0.0
         batches_after = got["batches"] if got else batches_before
+        checkpoints_after = got["checkpoints"] if got else {}
         mon.check_alive()
     finally:
         mon.stop()
@@ -229,11 +233,25 @@ def paced_latency(
         "behind_at_end": sent - counted,
         "mean_batch": (batches_after["sum"] - batches_before["sum"])
         / max(1.0, batches_after["count"] - batches_before["count"]),
+        # The checkpoints in the measured part: how many, and the mean ms of each phase.
+        "checkpoints": checkpoints_after.get("state", {}).get("count", 0.0)
+        - checkpoints_before.get("state", {}).get("count", 0.0),
+        **{
+            f"checkpoint_{phase}_ms": _mean_ms(checkpoints_before.get(phase), numbers)
+            for phase, numbers in checkpoints_after.items()
+        },
         "p50_ms": 1000 * histogram_quantile(0.5, grown),
         "p99_ms": 1000 * histogram_quantile(0.99, grown),
         "p50_bucket_ms": [1000 * b for b in quantile_bucket(0.5, grown)],
         "p99_bucket_ms": [1000 * b for b in quantile_bucket(0.99, grown)],
     }
+
+
+def _mean_ms(before: dict[str, float] | None, after: dict[str, float]) -> float:
+    """Mean milliseconds of the observations a histogram's count and sum gained."""
+    count = after["count"] - (before or {}).get("count", 0.0)
+    total = after["sum"] - (before or {}).get("sum", 0.0)
+    return 1000.0 * total / count if count > 0 else math.nan
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -365,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n### End-to-end latency at a fraction of the measured rate\n")
             columns = ("scorer", "settings", "of max", "readings/s sent", "windows", "mean batch")
             columns += ("behind", "p50 ms (bucket)", "p99 ms (bucket)")
+            columns += ("checkpoints", "state / flush / commit ms (mean)")
             print(f"| {' | '.join(columns)} |")
             print("|---" * len(columns) + "|")
             results["latency"] = []
@@ -389,7 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"| {lat['windows']:,.0f} | {lat['mean_batch']:,.0f} "
                             f"| {lat['behind_at_end']:,.0f} "
                             f"| {lat['p50_ms']:.0f} {_bucket(lat['p50_bucket_ms'])} "
-                            f"| {lat['p99_ms']:.0f} {_bucket(lat['p99_bucket_ms'])} |",
+                            f"| {lat['p99_ms']:.0f} {_bucket(lat['p99_bucket_ms'])} "
+                            f"| {lat['checkpoints']:.0f} | "
+                            + " / ".join(
+                                f"{lat.get(f'checkpoint_{ph}_ms', math.nan):.0f}"
+                                for ph in ("state", "flush", "commit")
+                            )
+                            + " |",
                             flush=True,
                         )
 

@@ -59,7 +59,8 @@ def create_topic(
 
 def scrape(port: int) -> dict[str, Any] | None:
     """``messages`` (all results), ``buckets`` of the e2e latency histogram, ``batches``
-    (count and sum of consumed batch sizes) of the ``/metrics`` on ``port``; None if the
+    (count and sum of consumed batch sizes) and ``checkpoints`` (per phase of the
+    checkpoint: count and sum of seconds) of the ``/metrics`` on ``port``; None if the
     endpoint does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
@@ -69,6 +70,7 @@ def scrape(port: int) -> dict[str, Any] | None:
     messages = 0.0
     batches = {"count": 0.0, "sum": 0.0}
     buckets: dict[float, float] = {}
+    checkpoints: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "plantwatch_messages_total":
@@ -79,7 +81,18 @@ def scrape(port: int) -> dict[str, Any] | None:
                 batches["count"] = sample.value
             elif sample.name == "plantwatch_batch_size_sum":
                 batches["sum"] = sample.value
-    return {"messages": messages, "buckets": buckets, "batches": batches}
+            elif sample.name in (
+                "plantwatch_checkpoint_seconds_count",
+                "plantwatch_checkpoint_seconds_sum",
+            ):
+                phase = checkpoints.setdefault(sample.labels["phase"], {"count": 0.0, "sum": 0.0})
+                phase["count" if sample.name.endswith("_count") else "sum"] = sample.value
+    return {
+        "messages": messages,
+        "buckets": buckets,
+        "batches": batches,
+        "checkpoints": checkpoints,
+    }
 
 
 @dataclass

@@ -33,6 +33,7 @@ class Bench:
 
 BENCHES = (
     Bench("bench_monitor", ("--quick",)),
+    Bench("batch_latency", ("--quick",)),
     Bench("bench_inference", ("--quick",)),
     Bench("bench_thresholds", ("--quick",)),
     Bench("bench_health", ("--quick",)),

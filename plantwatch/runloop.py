@@ -668,15 +668,22 @@ class RunLoop:
             # Every transaction already wrote its assets' state and offsets.
             self._last_checkpoint_s = time.monotonic()
             return
+        timed = self.metrics.checkpoint_seconds
+        started = time.perf_counter()
         for asset in sorted(self._dirty):
             snap = self._snapshot(asset)
             if snap is not None:
                 self._produce_state(asset, snap)
+        produced = time.perf_counter()
+        timed.labels(phase="state").observe(produced - started)
         self._flush()
+        flushed = time.perf_counter()
+        timed.labels(phase="flush").observe(flushed - produced)
         self._dirty.clear()
         if self._uncommitted.next_offsets:
             self._commit()
             self._uncommitted = Batch()
+            timed.labels(phase="commit").observe(time.perf_counter() - flushed)
         self.stats.checkpoints += 1
         self._last_checkpoint_s = time.monotonic()
 
