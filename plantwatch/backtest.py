@@ -150,6 +150,14 @@ def replay(
             progress.update(min(start + batch_rows, len(feed)))
     if progress is not None:
         progress.close()
+    _mark_open_across_unscored(
+        anomaly,
+        scores,
+        view.ts_ms[rows],
+        view.assets[rows] if view.assets is not None else None,
+        default_asset,
+        events,
+    )
     _mark_sensor_alerts(
         anomaly,
         top_signal,
@@ -176,6 +184,43 @@ def replay(
         events=events,
         model=model,
     )
+
+
+def _mark_open_across_unscored(
+    anomaly: npt.NDArray[np.int8],
+    scores: npt.NDArray[np.float64],
+    ts_ms: npt.NDArray[np.int64],
+    assets: npt.NDArray[np.object_] | None,
+    default_asset: str,
+    events: list[AlertEvent],
+) -> None:
+    """Rows with no scored window (a gap, a window skipped for missing or stale values)
+    inside an open anomaly or quality alert are under it too: no decision was made there,
+    so the alert stayed open. From the window that opened it to the one that resolved it
+    (or the end), as the scored rows are; the alert's events say when.
+    """
+    unscored = np.isnan(scores)
+    if not unscored.any():
+        return
+    opened: dict[str, AlertEvent] = {}
+    spans: list[tuple[str, int, int | None]] = []
+    for event in events:
+        if event.kind == "sensor":
+            continue  # sensor alerts are marked by _mark_sensor_alerts, per reading
+        if event.event == "opened":
+            opened[event.alert_id] = event
+        elif event.event == "resolved" and event.alert_id in opened:
+            start = opened.pop(event.alert_id)
+            spans.append(
+                (event.asset, format_ts_ms(start.window_at), format_ts_ms(event.window_at))
+            )
+    spans.extend((e.asset, format_ts_ms(e.window_at), None) for e in opened.values())
+    for asset, start_ms, end_ms in spans:
+        rows = unscored & (ts_ms >= start_ms)
+        if end_ms is not None:
+            rows &= ts_ms < end_ms
+        rows &= assets == asset if assets is not None else asset == default_asset
+        anomaly[rows] = 1
 
 
 def _mark_sensor_alerts(

@@ -179,6 +179,33 @@ def test_a_backtest_alerts_nothing_inside_a_configured_window() -> None:
     assert np.isnan(kept.scores[inside]).all() and not kept.anomaly[inside].any()
 
 
+def test_rows_with_no_scored_window_inside_an_open_alert_are_under_it() -> None:
+    # Mid-fault the readings go missing for longer than values may be carried forward: no
+    # window is scored there, no decision made, so the alert that was open stays open (the
+    # backtest's anomaly column said 0 there, as if the alert had closed and reopened).
+    batch = readings(0, 900, fault=range(300, 450))
+    values = np.array([[r.values["a"], r.values["b"]] for r in batch], np.float64)
+    values[360:380] = np.nan
+    table = Table(
+        ts_ms=np.array([r.ts_ms for r in batch], np.int64),
+        signals=("a", "b"),
+        values=values,
+        assets=None,
+        labels=None,
+        time_column="ts",
+    )
+    sets = ["alert.k=3", "alert.n=5", "alert.m=10", "alert.cooldown_ms=0"]
+    result = replay(table, model(), load_settings(env={}, sets=sets), default_asset="asset")
+    opened = [e for e in result.events if e.event == "opened" and e.kind == "anomaly"]
+    assert len(opened) == 1 and T0 + 300 * STEP <= parse_ts(opened[0].window_at) < T0 + 360 * STEP
+    gap = np.arange(360, 380)
+    assert np.isnan(result.scores[gap]).any()  # windows skipped: stale values
+    assert result.anomaly[gap].all()
+    assert result.anomaly[300 + 20 : 450].all()
+    # Before the fault and after the alert resolved, unscored rows stay clear.
+    assert not result.anomaly[:300].any() and not result.anomaly[-100:].any()
+
+
 def test_maintenance_windows_are_validated() -> None:
     bad = (
         'maintenance.windows=[{asset = "p", start = 2026-11-28T22:00:00Z, '
