@@ -133,6 +133,12 @@ def _read(
         )
     except FileFormatError as exc:
         raise SystemExit(f"plantwatch: {exc}") from exc
+    if table.ignored:
+        print(
+            f"note: {', '.join(map(repr, table.ignored))} rise at every row (a row counter or "
+            "a clock): not used as signals; --time-column names a clock",
+            file=sys.stderr,
+        )
     if table.time_column == ROW_ORDER:
         print(
             f"note: {args.input} has no time column ({', '.join(TIME_COLUMNS)}); "

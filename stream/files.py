@@ -61,6 +61,9 @@ class Table:
     assets: npt.NDArray[np.object_] | None
     labels: npt.NDArray[np.int8] | None
     time_column: str
+    #: Numeric columns left out of the signals because they only ever rise, row after row
+    #: (a row counter or a clock under another name): see :func:`read_table`.
+    ignored: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -299,16 +302,17 @@ def read_table(
         chosen = list(signals)
     if not chosen:
         raise FileFormatError(f"{path}: no numeric signal columns besides time/asset/labels")
-    values = np.empty((table.num_rows, len(chosen)), dtype=np.float64)
-    for j, name in enumerate(chosen):
-        col = table.column(name)
-        try:
-            values[:, j] = np.asarray(
-                pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise FileFormatError(f"{path}: signal column {name!r} is not numeric") from exc
-    values[~np.isfinite(values)] = np.nan
+    values = _numeric(path, table, chosen)
+    ignored: tuple[str, ...] = ()
+    if signals is None:
+        # A column that rises at every row of the file is a row counter or a clock (the
+        # TEP exports' "sample"): as a signal, every later window lies past anything
+        # training saw. A real sensor, noise and all, never rises at every single row.
+        rising = [j for j in range(len(chosen)) if _rises_every_row(values[:, j])]
+        if rising and len(rising) < len(chosen):
+            ignored = tuple(chosen[j] for j in rising)
+            keep = [j for j in range(len(chosen)) if j not in rising]
+            chosen, values = [chosen[j] for j in keep], values[:, keep]
 
     assets = None
     if asset_column in names:
@@ -332,6 +336,39 @@ def read_table(
         assets=assets[order] if assets is not None else None,
         labels=labels[order] if labels is not None else None,
         time_column=time_column,
+        ignored=ignored,
+    )
+
+
+def _numeric(path: Path, table: pa.Table, names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The columns ``names`` of ``table`` as float64 (rows, columns), NaN where missing."""
+    values = np.empty((table.num_rows, len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        col = table.column(name)
+        try:
+            values[:, j] = np.asarray(
+                pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FileFormatError(f"{path}: signal column {name!r} is not numeric") from exc
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+#: Rows a column must rise over, every one, to be taken for a counter rather than a signal.
+MIN_RISING_ROWS = 10
+
+
+def _rises_every_row(column: npt.NDArray[np.float64]) -> bool:
+    """Whether ``column`` (file order) is present in every row and rises at each.
+
+    >>> _rises_every_row(np.arange(12.0)), _rises_every_row(np.r_[np.arange(11.0), 10.0])
+    (True, False)
+    """
+    return (
+        column.size >= MIN_RISING_ROWS
+        and bool(np.isfinite(column).all())
+        and bool((np.diff(column) > 0).all())
     )
 
 

@@ -159,17 +159,38 @@ def test_backtest_a_univariate_stream_timed_by_row_index_or_not_at_all(
 def test_a_clock_read_as_a_signal_is_named_in_a_note(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Two readings a minute, stamped to the minute: the clock repeats, so it does not rise
+    # at every row and stays a signal; its name says what it may be.
     rng = np.random.default_rng(5)
     src = tmp_path / "x.csv"
     src.write_text(
         "epoch_s,value\n"
-        + "".join(f"{1_700_000_000 + 60 * i},{v:.4f}\n" for i, v in enumerate(rng.normal(size=600)))
+        + "".join(
+            f"{1_700_000_000 + 60 * (i // 2)},{v:.4f}\n" for i, v in enumerate(rng.normal(size=600))
+        )
     )
     args = ["backtest", "--input", str(src), "--train-fraction", "0.5"]
     assert main([*args, "--out", str(tmp_path / "o.csv")]) == 0
     err = capsys.readouterr().err
     assert "no time column" in err
     assert "'epoch_s' is read as a signal; if it is the time, name it: --time-column epoch_s" in err
+
+
+def test_a_row_counter_is_left_out_of_the_signals_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(6)
+    src = tmp_path / "x.csv"
+    src.write_text(
+        "sample,a,b\n"
+        + "".join(f"{i + 1},{rng.normal():.4f},{rng.normal():.4f}\n" for i in range(600))
+    )
+    out = tmp_path / "o.csv"
+    assert (
+        main(["backtest", "--input", str(src), "--train-fraction", "0.5", "--out", str(out)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "'sample' rise at every row (a row counter or a clock): not used as signals" in err
 
 
 def test_backtest_writes_one_self_contained_html_page(tmp_path: Path) -> None:

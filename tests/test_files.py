@@ -83,6 +83,27 @@ def test_time_columns_by_the_names_data_sets_and_historians_give_them(
     assert np.diff(t.ts_ms).tolist() == [3_600_000, 3_600_000]
 
 
+def test_a_column_that_rises_at_every_row_is_not_a_signal(tmp_path: Path) -> None:
+    # The Tennessee Eastman CSV exports number their rows in a "sample" column: as a
+    # signal, every test window lies past anything training saw (81 % of a fault-free
+    # run's rows alerted). A sensor with a tie or a dip, and a file's only column, stay.
+    rng = np.random.default_rng(0)
+    n = 40
+    rising = np.cumsum(rng.uniform(0.5, 1.5, n))
+    flat_once = rising.copy()
+    flat_once[20] = flat_once[19]
+    lines = ["simulationRun,sample,x1,level,total"]
+    lines += [f"1,{i + 1},{rng.normal():.4f},{flat_once[i]:.4f},{rising[i]:.6f}" for i in range(n)]
+    f = tmp_path / "tep.csv"
+    f.write_text("\n".join(lines) + "\n")
+    t = read_table(f)
+    assert t.ignored == ("sample", "total")
+    assert t.signals == ("simulationRun", "x1", "level")
+    alone = tmp_path / "counter.csv"
+    alone.write_text("count\n" + "".join(f"{i}\n" for i in range(n)))
+    assert read_table(alone).signals == ("count",) and read_table(alone).ignored == ()
+
+
 def test_small_numbers_as_time_are_seconds_even_before_2000(tmp_path: Path) -> None:
     # Benchmarks index their rows 1, 2, 3 ... in a "timestamp" column: seconds from 1970.
     f = tmp_path / "x.csv"
