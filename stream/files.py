@@ -35,9 +35,22 @@ TIME_COLUMNS = ("timestamp", "timestamps", "datetime", "date_time", "time", "ts"
 #: Parts of a column name that say it may be a clock, for the note on a file without one.
 CLOCK_WORDS = ("time", "stamp", "date", "epoch")
 #: Columns that carry ground truth in common data sets (SKAB, our simulator, NAB-style
-#: files); they are excluded from the signals whether or not they are the chosen label.
+#: files, the Tennessee Eastman CSV exports' ``faultNumber``), compared in lower case; they
+#: are excluded from the signals whether or not they are the chosen label.
 LABEL_LIKE_COLUMNS = frozenset(
-    {"anomaly", "changepoint", "label", "labels", "fault", "fault_kind", "is_anomaly", "attack"}
+    {
+        "anomaly",
+        "changepoint",
+        "label",
+        "labels",
+        "fault",
+        "fault_kind",
+        "faultnumber",
+        "fault_number",
+        "is_fault",
+        "is_anomaly",
+        "attack",
+    }
 )
 #: ``time_column`` of a file without one: rows in file order, ``row_interval_ms`` apart.
 ROW_ORDER = ""

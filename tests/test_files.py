@@ -83,7 +83,7 @@ def test_time_columns_by_the_names_data_sets_and_historians_give_them(
     assert np.diff(t.ts_ms).tolist() == [3_600_000, 3_600_000]
 
 
-def test_a_column_that_rises_at_every_row_is_not_a_signal(tmp_path: Path) -> None:
+def test_a_row_counter_and_a_fault_number_are_not_signals(tmp_path: Path) -> None:
     # The Tennessee Eastman CSV exports number their rows in a "sample" column: as a
     # signal, every test window lies past anything training saw (81 % of a fault-free
     # run's rows alerted). A sensor with a tie or a dip, and a file's only column, stay.
@@ -92,12 +92,16 @@ def test_a_column_that_rises_at_every_row_is_not_a_signal(tmp_path: Path) -> Non
     rising = np.cumsum(rng.uniform(0.5, 1.5, n))
     flat_once = rising.copy()
     flat_once[20] = flat_once[19]
-    lines = ["simulationRun,sample,x1,level,total"]
-    lines += [f"1,{i + 1},{rng.normal():.4f},{flat_once[i]:.4f},{rising[i]:.6f}" for i in range(n)]
+    lines = ["faultNumber,simulationRun,sample,x1,level,total"]
+    lines += [
+        f"{int(i >= 20)},1,{i + 1},{rng.normal():.4f},{flat_once[i]:.4f},{rising[i]:.6f}"
+        for i in range(n)
+    ]
     f = tmp_path / "tep.csv"
     f.write_text("\n".join(lines) + "\n")
     t = read_table(f)
     assert t.ignored == ("sample", "total")
+    # faultNumber is their ground truth, never a signal (as SKAB's anomaly column is not).
     assert t.signals == ("simulationRun", "x1", "level")
     alone = tmp_path / "counter.csv"
     alone.write_text("count\n" + "".join(f"{i}\n" for i in range(n)))
