@@ -22,7 +22,15 @@ from models.quality.registry import DEFAULT_KIND as DEFAULT_QUALITY_KIND
 from models.quality.registry import KINDS as QUALITY_KINDS
 from models.quality.registry import LAGGED_KINDS as QUALITY_LAGGED
 from plantwatch.settings import Settings, with_overrides
-from stream.files import CLOCK_WORDS, ROW_ORDER, TIME_COLUMNS, FileFormatError, Table, read_table
+from stream.files import (
+    CLOCK_WORDS,
+    RISING,
+    ROW_ORDER,
+    TIME_COLUMNS,
+    FileFormatError,
+    Table,
+    read_table,
+)
 
 log = logging.getLogger("plantwatch")
 
@@ -133,10 +141,12 @@ def _read(
         )
     except FileFormatError as exc:
         raise SystemExit(f"plantwatch: {exc}") from exc
-    if table.ignored:
+    for why in dict.fromkeys(w for _, w in table.ignored):
+        names = [name for name, w in table.ignored if w == why]
         print(
-            f"note: {', '.join(map(repr, table.ignored))} rise at every row (a row counter or "
-            "a clock): not used as signals; --time-column names a clock",
+            f"note: not used as {'a signal' if len(names) == 1 else 'signals'}, "
+            f"{', '.join(map(repr, names))}: {why}"
+            + ("; --time-column names a clock" if why == RISING else ""),
             file=sys.stderr,
         )
     if table.time_column == ROW_ORDER:
@@ -371,16 +381,19 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
 
-    model = train_table(
-        table,
-        settings,
-        exclude=exclude,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        progress=training_progress(Progress("train")),
-        data_summary=_summary(args, table),
-        **kwargs,
-    )
+    try:
+        model = train_table(
+            table,
+            settings,
+            exclude=exclude,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            progress=training_progress(Progress("train")),
+            data_summary=_summary(args, table),
+            **kwargs,
+        )
+    except ValueError as exc:  # the history cannot train a model: what was found, and why
+        raise SystemExit(f"plantwatch: {exc}") from exc
     path = model.save(args.model, overwrite=args.overwrite)
     cal = np.asarray(model.calibration_scores, dtype=np.float64)
     print(
@@ -624,19 +637,22 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
     table = _read(args)
     if args.report and table.labels is None:
         raise SystemExit("plantwatch: --report needs --labels COLUMN to evaluate against")
-    result = backtest_table(
-        table,
-        settings,
-        model=model,
-        train_rows=args.train_rows,
-        train_fraction=args.train_fraction,
-        scorer=args.scorer,
-        window=args.window,
-        seed=args.seed,
-        batch_rows=args.batch_rows,
-        hyper=_hyper(args),
-        progress=Progress("backtest", unit="rows"),
-    )
+    try:
+        result = backtest_table(
+            table,
+            settings,
+            model=model,
+            train_rows=args.train_rows,
+            train_fraction=args.train_fraction,
+            scorer=args.scorer,
+            window=args.window,
+            seed=args.seed,
+            batch_rows=args.batch_rows,
+            hyper=_hyper(args),
+            progress=Progress("backtest", unit="rows"),
+        )
+    except ValueError as exc:  # the training part cannot train, or the file fits no model
+        raise SystemExit(f"plantwatch: {exc}") from exc
     write_results(result, args.out)
     _warn_undecided(result, settings)
     summary: dict[str, Any] = {

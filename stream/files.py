@@ -74,9 +74,9 @@ class Table:
     assets: npt.NDArray[np.object_] | None
     labels: npt.NDArray[np.int8] | None
     time_column: str
-    #: Numeric columns left out of the signals because they only ever rise, row after row
-    #: (a row counter or a clock under another name): see :func:`read_table`.
-    ignored: tuple[str, ...] = ()
+    #: Numeric columns left out of the signals, with why (:data:`RISING`, :data:`EMPTY`):
+    #: see :func:`read_table`.
+    ignored: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -316,15 +316,20 @@ def read_table(
     if not chosen:
         raise FileFormatError(f"{path}: no numeric signal columns besides time/asset/labels")
     values = _numeric(path, table, chosen)
-    ignored: tuple[str, ...] = ()
+    ignored: tuple[tuple[str, str], ...] = ()
     if signals is None:
         # A column that rises at every row of the file is a row counter or a clock (the
         # TEP exports' "sample"): as a signal, every later window lies past anything
         # training saw. A real sensor, noise and all, never rises at every single row.
-        rising = [j for j in range(len(chosen)) if _rises_every_row(values[:, j])]
-        if rising and len(rising) < len(chosen):
-            ignored = tuple(chosen[j] for j in rising)
-            keep = [j for j in range(len(chosen)) if j not in rising]
+        # A column with no value at all (a dead tag in a historian export) leaves no
+        # reading complete. Neither is a signal, unless nothing else is.
+        why = [
+            RISING if _rises_every_row(values[:, j]) else EMPTY if _empty(values[:, j]) else ""
+            for j in range(len(chosen))
+        ]
+        keep = [j for j, w in enumerate(why) if not w]
+        if keep and len(keep) < len(chosen):
+            ignored = tuple((chosen[j], w) for j, w in enumerate(why) if w)
             chosen, values = [chosen[j] for j in keep], values[:, keep]
 
     assets = None
@@ -370,6 +375,13 @@ def _numeric(path: Path, table: pa.Table, names: Sequence[str]) -> npt.NDArray[n
 
 #: Rows a column must rise over, every one, to be taken for a counter rather than a signal.
 MIN_RISING_ROWS = 10
+#: Why :func:`read_table` left a numeric column out of the signals (``Table.ignored``).
+RISING = "rises at every row (a row counter or a clock)"
+EMPTY = "has no value at all"
+
+
+def _empty(column: npt.NDArray[np.float64]) -> bool:
+    return not bool(np.isfinite(column).any())
 
 
 def _rises_every_row(column: npt.NDArray[np.float64]) -> bool:

@@ -190,7 +190,10 @@ def test_a_row_counter_is_left_out_of_the_signals_with_a_note(
         main(["backtest", "--input", str(src), "--train-fraction", "0.5", "--out", str(out)]) == 0
     )
     err = capsys.readouterr().err
-    assert "'sample' rise at every row (a row counter or a clock): not used as signals" in err
+    assert (
+        "not used as a signal, 'sample': rises at every row (a row counter or a clock); "
+        "--time-column names a clock"
+    ) in err
 
 
 def test_backtest_writes_one_self_contained_html_page(tmp_path: Path) -> None:
@@ -243,3 +246,20 @@ def test_errors_are_sentences_not_tracebacks(
 
 def test_parser_builds() -> None:
     assert build_parser().prog == "plantwatch"
+
+
+@pytest.mark.parametrize("command", ["train", "backtest"])
+def test_a_history_too_short_to_train_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    src = tmp_path / "short.csv"
+    src.write_text("a,b\n" + "".join(f"{i % 3},{i % 5}\n" for i in range(20)))
+    args = (
+        ["train", "--input", str(src), "--model", str(tmp_path / "m")]
+        if command == "train"
+        else ["backtest", "--input", str(src), "--train-rows", "15", "--out", str(tmp_path / "o")]
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert str(exc.value).startswith("plantwatch: ")
+    assert "window" in str(exc.value)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from common.timestamps import MIN_TS_MS
-from stream.files import ROW_ORDER, FileFormatError, read_table
+from stream.files import EMPTY, RISING, ROW_ORDER, FileFormatError, read_table
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 
@@ -100,12 +100,16 @@ def test_a_row_counter_and_a_fault_number_are_not_signals(tmp_path: Path) -> Non
     f = tmp_path / "tep.csv"
     f.write_text("\n".join(lines) + "\n")
     t = read_table(f)
-    assert t.ignored == ("sample", "total")
+    assert t.ignored == (("sample", RISING), ("total", RISING))
     # faultNumber is their ground truth, never a signal (as SKAB's anomaly column is not).
     assert t.signals == ("simulationRun", "x1", "level")
     alone = tmp_path / "counter.csv"
     alone.write_text("count\n" + "".join(f"{i}\n" for i in range(n)))
     assert read_table(alone).signals == ("count",) and read_table(alone).ignored == ()
+    dead = tmp_path / "dead.csv"
+    dead.write_text("a,tag,b\n" + "".join(f"{i % 3},,{i % 5}\n" for i in range(n)))
+    assert read_table(dead).signals == ("a", "b")
+    assert read_table(dead).ignored == (("tag", EMPTY),)
 
 
 def test_small_numbers_as_time_are_seconds_even_before_2000(tmp_path: Path) -> None:
