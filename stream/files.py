@@ -269,7 +269,9 @@ def read_table(
 
     Rows are sorted by asset, then time (stable). ``signals`` fixes which columns are used
     and in which order (a model's signal list); otherwise every numeric column that is not
-    the time, asset or a label-like column is a signal. With no time column (none named
+    the time, asset or a label-like column is a signal, except one that rises at every row
+    (a counter) or has no value at all (a dead tag), while others remain: those are named
+    in ``Table.ignored`` with why. With no time column (none named
     and none of :data:`TIME_COLUMNS`), rows keep file order, ``row_interval_ms`` apart
     (one second unless told: the soft-sensor data sets are given one row per minute).
     """
