@@ -202,25 +202,31 @@ def _mark_open_across_unscored(
     unscored = np.isnan(scores)
     if not unscored.any():
         return
+    # Sensor alerts are marked by _mark_sensor_alerts, per reading.
+    for event, end_ms in _episodes(events, lambda e: e.kind != "sensor"):
+        rows = unscored & (ts_ms >= format_ts_ms(event.window_at))
+        if end_ms is not None:
+            rows &= ts_ms < end_ms
+        rows &= assets == event.asset if assets is not None else event.asset == default_asset
+        anomaly[rows] = 1
+
+
+def _episodes(
+    events: list[AlertEvent], keep: Callable[[AlertEvent], bool]
+) -> list[tuple[AlertEvent, int | None]]:
+    """Each alert of ``events`` that ``keep`` takes: its ``opened`` event and the reading
+    time of the window that resolved it (``None``: still open at the end)."""
     opened: dict[str, AlertEvent] = {}
-    spans: list[tuple[str, int, int | None]] = []
+    spans: list[tuple[AlertEvent, int | None]] = []
     for event in events:
-        if event.kind == "sensor":
-            continue  # sensor alerts are marked by _mark_sensor_alerts, per reading
+        if not keep(event):
+            continue
         if event.event == "opened":
             opened[event.alert_id] = event
         elif event.event == "resolved" and event.alert_id in opened:
-            start = opened.pop(event.alert_id)
-            spans.append(
-                (event.asset, format_ts_ms(start.window_at), format_ts_ms(event.window_at))
-            )
-    spans.extend((e.asset, format_ts_ms(e.window_at), None) for e in opened.values())
-    for asset, start_ms, end_ms in spans:
-        rows = unscored & (ts_ms >= start_ms)
-        if end_ms is not None:
-            rows &= ts_ms < end_ms
-        rows &= assets == asset if assets is not None else asset == default_asset
-        anomaly[rows] = 1
+            spans.append((opened.pop(event.alert_id), format_ts_ms(event.window_at)))
+    spans.extend((event, None) for event in opened.values())
+    return spans
 
 
 def _mark_sensor_alerts(
@@ -241,17 +247,7 @@ def _mark_sensor_alerts(
     a step is known once most of the step window's readings after it are in, so its alert
     covers the readings since the step.
     """
-    opened: dict[str, AlertEvent] = {}
-    spans: list[tuple[AlertEvent, int | None]] = []
-    for event in events:
-        if event.kind != "sensor":
-            continue
-        if event.event == "opened":
-            opened[event.alert_id] = event
-        elif event.event == "resolved" and event.alert_id in opened:
-            spans.append((opened.pop(event.alert_id), format_ts_ms(event.window_at)))
-    spans.extend((event, None) for event in opened.values())
-    for event, end_ms in spans:
+    for event, end_ms in _episodes(events, lambda e: e.kind == "sensor"):
         start_ms = format_ts_ms(event.window_at)
         rule = event.reason.split(":", 1)[0]
         if rule in ("spike", "step"):
