@@ -193,20 +193,34 @@ def _unbiased_in_sample(scorer: Scorer, blocks: Sequence[FloatArray]) -> bool:
     return sum(int(b.shape[0]) for b in blocks) >= int(per_feature) * int(features)
 
 
+def cross_fit_folds(rows: int, window: int) -> int:
+    """Parts a cross-fit cuts ``rows`` training rows into: ``CROSS_FIT_FOLDS``, fewer where
+    parts that small would hold no whole window (never under 2).
+
+    >>> cross_fit_folds(400, 32), cross_fit_folds(120, 32), cross_fit_folds(80, 32)
+    (5, 3, 2)
+    """
+    return max(2, min(CROSS_FIT_FOLDS, rows // max(1, window)))
+
+
 def _cross_fit_scores(
     make: Callable[[], Scorer], blocks: Sequence[FloatArray], window: int, seed: int
 ) -> FloatArray | None:
     """Scores of the training windows as held-out ones: the rows of ``blocks`` (in time
-    order) cut into ``CROSS_FIT_FOLDS`` contiguous parts, each part's windows scored by a
-    fresh scorer (``make``) fitted on the rows of the other parts. None when no part holds
-    a whole window.
+    order) cut into :func:`cross_fit_folds` contiguous parts, each part's windows scored by
+    a fresh scorer (``make``) fitted on the rows of the other parts. None when no part
+    holds a whole window.
 
     Contiguous parts, not shuffled rows: a slow disturbance makes neighbouring readings
     alike, and a model that saw a reading's neighbours scores it as low as one that saw
-    the reading itself.
+    the reading itself. A history too short for five parts of a window each is cut into
+    fewer: each model then sees less of it than the one deployed, so its held-out scores
+    run high, a conservative start; training's own scores would run far low (80 readings
+    of 52 signals: a third of what new normal readings score).
     """
     total = sum(int(b.shape[0]) for b in blocks)
-    edges = np.linspace(0, total, CROSS_FIT_FOLDS + 1).round().astype(np.int64).tolist()
+    folds = cross_fit_folds(total, window)
+    edges = np.linspace(0, total, folds + 1).round().astype(np.int64).tolist()
     starts = np.cumsum([0] + [int(b.shape[0]) for b in blocks]).tolist()
     out = []
     for lo, hi in itertools.pairwise(edges):
@@ -416,8 +430,9 @@ def train_model(
         note = (
             f"{short} and {sum(b.shape[0] for b in train_blocks)} training readings too few "
             f"for {getattr(model, 'n_features', n_signals)} features to score honestly; the "
-            f"training windows were scored by {CROSS_FIT_FOLDS} models, each fitted without "
-            "the part it scored"
+            "training windows were scored by "
+            f"{cross_fit_folds(sum(b.shape[0] for b in train_blocks), window)} models, each "
+            "fitted without the part it scored"
         )
     elif n_val_windows >= MIN_CALIBRATION_WINDOWS:
         calibration, source, note = val_scores, "validation", ""

@@ -159,6 +159,23 @@ def test_a_history_too_short_for_its_signals_calibrates_on_a_cross_fit() -> None
     assert long.metadata["calibration"]["source"] == "training+validation"
 
 
+def test_a_history_too_short_for_five_parts_cross_fits_in_fewer() -> None:
+    # 36 training readings of 40 signals, window 10: five parts would hold no window, and
+    # training's own scores (a covariance of fewer readings than signals) lie far under
+    # what new normal data scores: every window of a test day would be over the threshold.
+    names = [f"s{j}" for j in range(40)]
+    model = train_model(many_signals(45, seed=0), names, window=WINDOW)
+    calib = model.metadata["calibration"]
+    assert calib["source"] == "cross-fit+validation"
+    assert "scored by 3 models" in calib["note"]
+    fresh = model.normalizer.transform(many_signals(2000, seed=1))
+    new_scores = model.scorer.score_batch(windows_from_segments(fresh, [(0, 2000)], WINDOW))[0]
+    in_sample_p99 = model.metadata["training"]["train_score"]["p99"]
+    assert float(np.mean(new_scores > in_sample_p99)) > 0.5
+    # Nine held-out scores: their top is passed now and then, not by most windows.
+    assert float(np.mean(new_scores > np.quantile(model.calibration_scores, 0.99))) < 0.1
+
+
 def test_small_validation_falls_back_to_training_scores() -> None:
     values = history(300)
     model = train_model(
