@@ -427,12 +427,12 @@ def train_model(
     elif cross is not None:
         calibration = np.concatenate([cross, val_scores])
         source = "cross-fit+validation"
+        readings = sum(b.shape[0] for b in train_blocks)
         note = (
-            f"{short} and {sum(b.shape[0] for b in train_blocks)} training readings too few "
-            f"for {getattr(model, 'n_features', n_signals)} features to score honestly; the "
-            "training windows were scored by "
-            f"{cross_fit_folds(sum(b.shape[0] for b in train_blocks), window)} models, each "
-            "fitted without the part it scored"
+            f"{short} and {readings} training readings too few for "
+            f"{getattr(model, 'n_features', n_signals)} features to score honestly; the "
+            f"training windows were scored by {cross_fit_folds(readings, window)} models, "
+            "each fitted without the part it scored"
         )
     elif n_val_windows >= MIN_CALIBRATION_WINDOWS:
         calibration, source, note = val_scores, "validation", ""
