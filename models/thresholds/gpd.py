@@ -17,9 +17,12 @@ from models.thresholds.base import FloatArray
 
 #: |gamma| under which the generalised Pareto tail is treated as exponential.
 _GAMMA_EPS = 1e-9
-#: Range of the GPD shape γ searched: below -1 the likelihood is unbounded, above 1 the tail
-#: has no mean; neither describes a score stream, and small truncated samples can drift there.
-_GAMMA_MIN, _GAMMA_MAX = -1.0, 1.0
+#: Range of the GPD shape γ searched. Above 1 the tail has no mean. Below -1/2 the maximum
+#: likelihood fit is not regular (Smith 1985): its bound sits at the largest calibration peak,
+#: and from the ~20 peaks of a short history that bound is too tight; live normal scores went
+#: 15-50 % past it and flooded (bench/univariate.py --train-fraction 0.15: 34 false alerts at
+#: -1, 25 at -1/2; docs/BENCHMARKS.md, "A short history floods").
+_GAMMA_MIN, _GAMMA_MAX = -0.5, 1.0
 #: Smallest GPD scale used, so a constant calibration stream still gives a usable tail.
 MIN_SIGMA = 1e-12
 #: Points per side of the grid on which Grimshaw's equation is scanned for sign changes.
