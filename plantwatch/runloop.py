@@ -26,6 +26,7 @@ together or not at all, so a ``read_committed`` consumer sees every alert exactl
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -262,6 +263,12 @@ class RunLoop:
             self.model.window,
             f"http://{s.metrics.host}:{s.metrics.port}/metrics" if s.metrics.enabled else "off",
         )
+        # What start-up built (the interpreter's modules, torch, the model) lives as long as
+        # the process: frozen, the collector's full passes skip it. Unfrozen, each full pass
+        # walked it all, 90-170 ms with the loop stopped, every few seconds of a live stream:
+        # much of the end-to-end p99 (docs/BENCHMARKS.md, "Garbage collection").
+        gc.collect()
+        gc.freeze()
         self._last_poll_s = time.monotonic()  # start-up is no stall
         try:
             while not self._stop.is_set():
@@ -271,6 +278,7 @@ class RunLoop:
             self._failed = True  # closing the consumer below must not checkpoint
             raise
         finally:
+            gc.unfreeze()  # a caller living on (a test, an embedding) collects as before
             if self.monitor.learner is not None:
                 self.monitor.learner.close()
             self._source.close()
