@@ -142,7 +142,15 @@ class PageHinkley:
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
-        self.warmup_values: list[float] = []
+        # The warm-up as running sums, not its values (500 floats per test were most of an
+        # asset's checkpoint while it warmed up): how many, their mean and sum of squared
+        # deviations (Welford), and the sum of each block of ``np.array_split``'s cut.
+        self.warm_n = 0
+        self._warm_mean = 0.0
+        self._warm_m2 = 0.0
+        self._block_sums = [0.0] * config.blocks
+        size, extra = divmod(config.warmup, config.blocks)
+        self._block_ends = list(np.cumsum([size + (b < extra) for b in range(config.blocks)]))
         self.ref_mean = 0.0
         self.ref_std = 0.0
         self.count = 0  # values since the warm-up began (0 while warming up)
@@ -156,24 +164,46 @@ class PageHinkley:
     def warming_up(self) -> bool:
         return self.count == 0
 
+    def absorb_warmup(self, values: list[float]) -> None:
+        """Warm-up values, in order and one at a time (so any cut gives the same sums); at
+        most ``warmup - warm_n`` of them. The reference is set once the warm-up is full."""
+        n, mean, m2, total = self.warm_n, self._warm_mean, self._warm_m2, self.total
+        sums, ends = self._block_sums, self._block_ends
+        block = int(np.searchsorted(ends, n, side="right"))
+        for value in values:
+            if n == ends[block]:
+                block += 1
+            sums[block] += value
+            total += value
+            n += 1
+            d = value - mean
+            mean += d / n
+            m2 += d * (value - mean)
+        self.warm_n, self._warm_mean, self._warm_m2, self.total = n, mean, m2, total
+        if n == self.config.warmup:
+            self._finish_warmup()
+
     def _finish_warmup(self) -> None:
-        values = np.asarray(self.warmup_values, dtype=np.float64)
-        blocks = np.array_split(values, self.config.blocks)
-        block_means = np.array([b.mean() for b in blocks])
-        block_size = values.size / self.config.blocks
-        long_run = float(block_means.std(ddof=1)) * math.sqrt(block_size)
-        self.ref_mean = float(values.mean())
-        self.ref_std = max(float(values.std(ddof=1)), long_run, self.config.min_std)
-        self.count = values.size
-        self.total = math.fsum(self.warmup_values)
+        n, blocks = self.warm_n, self.config.blocks
+        sizes = np.diff(np.concatenate(([0], self._block_ends)))
+        block_means = np.asarray(self._block_sums) / sizes
+        long_run = float(block_means.std(ddof=1)) * math.sqrt(n / blocks)
+        self.ref_mean = self._warm_mean
+        self.ref_std = max(math.sqrt(self._warm_m2 / (n - 1)), long_run, self.config.min_std)
+        self.count = n
         self.up = self.up_min = self.down = self.down_max = 0.0
-        self.warmup_values = []
+        self._clear_warmup()
+
+    def _clear_warmup(self) -> None:
+        self.warm_n = 0
+        self._warm_mean = self._warm_m2 = 0.0
+        self._block_sums = [0.0] * self.config.blocks
 
     def _restart(self) -> None:
         # Everything back to zero, so equal streams give equal snapshots however they were cut.
         self.count = 0
         self.total = self.up = self.up_min = self.down = self.down_max = 0.0
-        self.warmup_values = []
+        self._clear_warmup()
 
     def update(self, values: FloatArray) -> list[tuple[int, Direction, float, float, float]]:
         """Feed finite values in order; per detection: (index, direction, reference mean,
@@ -183,11 +213,9 @@ class PageHinkley:
         i, n = 0, values.size
         while i < n:
             if self.warming_up:
-                take = min(self.config.warmup - len(self.warmup_values), n - i)
-                self.warmup_values.extend(values[i : i + take].tolist())
+                take = min(self.config.warmup - self.warm_n, n - i)
+                self.absorb_warmup(values[i : i + take].tolist())
                 i += take
-                if len(self.warmup_values) == self.config.warmup:
-                    self._finish_warmup()
                 continue
             if n - i <= _SMALL_BATCH:
                 out.extend(self._update_small(values[i:], i))
@@ -243,7 +271,12 @@ class PageHinkley:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "warmup_values": list(self.warmup_values),
+            "warmup": {
+                "n": self.warm_n,
+                "mean": self._warm_mean,
+                "m2": self._warm_m2,
+                "block_sums": list(self._block_sums),
+            },
             "ref_mean": self.ref_mean,
             "ref_std": self.ref_std,
             "count": self.count,
@@ -257,14 +290,34 @@ class PageHinkley:
     @classmethod
     def from_json(cls, config: DriftConfig, obj: Mapping[str, Any]) -> PageHinkley:
         ph = cls(config)
-        ph.warmup_values = [_number(v, "warmup_values") for v in obj["warmup_values"]]
         for name in ("ref_mean", "ref_std", "total", "up", "up_min", "down", "down_max"):
             setattr(ph, name, _number(obj[name], name))
-        count = obj["count"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"snapshot field 'count' must be a non-negative integer; got {count}")
-        ph.count = count
+        ph.count = _count(obj["count"], "count")
+        if "warmup_values" in obj:
+            # Written before the warm-up was kept as sums: its values, replayed.
+            values = [_number(v, "warmup_values") for v in obj["warmup_values"]]
+            if len(values) >= config.warmup:
+                raise ValueError(f"snapshot holds {len(values)} warm-up values of {config.warmup}")
+            ph.total = 0.0
+            ph.absorb_warmup(values)
+            return ph
+        warm = obj["warmup"]
+        ph.warm_n = _count(warm["n"], "warmup.n")
+        if ph.warm_n >= config.warmup or (ph.warm_n and ph.count):
+            raise ValueError(f"snapshot's warm-up holds {ph.warm_n} values of {config.warmup}")
+        ph._warm_mean = _number(warm["mean"], "warmup.mean")
+        ph._warm_m2 = _number(warm["m2"], "warmup.m2")
+        sums = [_number(v, "warmup.block_sums") for v in warm["block_sums"]]
+        if len(sums) != config.blocks:
+            raise ValueError(f"snapshot has {len(sums)} warm-up blocks for {config.blocks}")
+        ph._block_sums = sums
         return ph
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"snapshot field {name!r} must be a non-negative integer; got {value}")
+    return value
 
 
 def _number(value: Any, name: str) -> float:
@@ -433,10 +486,8 @@ def update_runs(
         if (
             n <= _SMALL_BATCH
             and bad_before[b] == bad_before[a]
-            and (
-                monitor._score_test.count > 0 or len(monitor._score_test.warmup_values) + n < warmup
-            )
-            and all(t.count > 0 or len(t.warmup_values) + n < warmup for t in monitor._signal_tests)
+            and (monitor._score_test.count > 0 or monitor._score_test.warm_n + n < warmup)
+            and all(t.count > 0 or t.warm_n + n < warmup for t in monitor._signal_tests)
         ):
             fast.append(i)
         else:
@@ -497,7 +548,7 @@ def update_runs(
         ) in enumerate(mine):
             if t_warming:
                 column = x[a:b] if lane == 0 else means[a:b, lane - 1]
-                test.warmup_values.extend(column.tolist())
+                test.absorb_warmup(column.tolist())
                 continue
             test.total, test.count, test.up, test.up_min = t_total, t_count, t_up, t_up_min
             test.down, test.down_max = t_down, t_down_max

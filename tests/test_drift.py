@@ -148,6 +148,45 @@ def test_config_round_trips_through_json() -> None:
     assert DriftConfig.validated() == DriftConfig()
 
 
+@pytest.mark.parametrize(("warmup", "blocks"), [(60, 6), (500, 10), (97, 7)])
+def test_warm_up_sums_give_the_reference_of_its_values(warmup: int, blocks: int) -> None:
+    """Kept as running sums, the warm-up sets the reference its values would: the mean, and
+    the larger of the plain and the long-run spread of ``np.array_split``'s block means."""
+    values = np.random.default_rng(warmup).normal(3.0, 2.0, warmup).cumsum() * 1e-2 + 5.0
+    test = PageHinkley(DriftConfig(warmup=warmup, blocks=blocks))
+    for piece in np.array_split(values, 5):
+        test.update(piece)
+    block_means = np.array([b.mean() for b in np.array_split(values, blocks)])
+    long_run = block_means.std(ddof=1) * np.sqrt(warmup / blocks)
+    assert test.count == warmup and test.warm_n == 0
+    assert test.ref_mean == pytest.approx(values.mean(), rel=1e-12)
+    assert test.ref_std == pytest.approx(max(values.std(ddof=1), long_run), rel=1e-9)
+    assert test.total == pytest.approx(values.sum(), rel=1e-12)
+
+
+def test_a_warming_snapshot_is_small_and_one_with_warm_up_values_still_restores() -> None:
+    config = DriftConfig(warmup=500, blocks=10)
+    values = np.random.default_rng(3).normal(size=900)
+    values[700:] += 4.0
+    fresh = PageHinkley(config)
+    expected = fresh.update(values)
+    assert expected and expected[0][0] > 500  # the shift, after the warm-up
+    half = PageHinkley(config)
+    half.update(values[:400])
+    snap = half.to_json()
+    assert len(json.dumps(snap)) < 600  # not 400 floats
+    # As written before the warm-up was kept as sums: its values in a list.
+    old = {k: v for k, v in snap.items() if k != "warmup"}
+    old["warmup_values"] = values[:400].tolist()
+    for restored in (PageHinkley.from_json(config, snap), PageHinkley.from_json(config, old)):
+        assert restored.to_json() == snap
+        assert restored.update(values[400:]) == [(e[0] - 400, *e[1:]) for e in expected]
+    with pytest.raises(ValueError, match="warm-up blocks"):
+        PageHinkley.from_json(config, {**snap, "warmup": {**snap["warmup"], "block_sums": [0.0]}})
+    with pytest.raises(ValueError, match="warm-up holds"):
+        PageHinkley.from_json(config, {**snap, "warmup": {**snap["warmup"], "n": 500}})
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
