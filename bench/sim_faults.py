@@ -11,8 +11,9 @@ draw (same simulator seed); they differ only in the normal changes the second on
   (``sensor_drift``). Both are labelled ``is_fault=false``: the plant is healthy, so an
   alert there is a false alarm.
 
-Each scorer is trained once on the history (``models.training.train_model``, labels unused)
-and each (scorer, threshold kind) pair replays the test file through
+Each scorer is trained once on the history (``plantwatch.backtest.train_table``, as
+``plantwatch train`` trains, labels unused) and each (scorer, threshold kind) pair replays
+the test file through
 :func:`plantwatch.backtest.replay`: the windows, scorer, threshold and alert policy of
 ``plantwatch run`` (each asset's first ``window - 1`` readings only fill its window). Labels
 (the file's ``fault`` column) only evaluate. A row counts as predicted while an alert is open
@@ -57,8 +58,7 @@ import torch
 from models.artifact import TrainedModel
 from models.evaluation import evaluate
 from models.registry import SCORERS
-from models.training import train_model
-from plantwatch.backtest import BacktestResult, replay
+from plantwatch.backtest import BacktestResult, replay, train_table
 from plantwatch.settings import ConfigError, load_settings, parse_sets
 from stream.files import Table, read_table
 from stream.simulator import (
@@ -356,11 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             hyper: dict[str, Any] = {"epochs": plan.epochs} if scorer in DEEP_SCORERS else {}
             _log(f"training {scorer} {hyper or ''} on {len(history):,} rows ...")
             t0 = time.perf_counter()
-            model: TrainedModel = train_model(
-                history.values,
-                history.signals,
-                segments=history.segments(max_gap_intervals=20.0),
-                cadence=history.cadence(),
+            # As `plantwatch train` trains: the history screened, stale rows split.
+            model: TrainedModel = train_table(
+                history,
+                settings_by_kind[kinds[0]],
                 scorer=scorer,
                 window=plan.window,
                 seed=0,

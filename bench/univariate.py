@@ -20,6 +20,8 @@ Kinds (5-minute cadence, daily cycle of 288 rows unless said; ``label`` marks th
 - ``new_level``        a permanent level change of 5 sd at 70 %: the first 40 rows after it
                        are labelled (NAB labels a window at the change), the new level after
                        them is normal
+- ``offline_history``  daily cycle; 10 h at 0.0 inside the *training* part (a sensor
+                       offline in the export, unlabelled), and 10 rows 8 noise sd up later
 
     .venv/bin/python bench/univariate.py                    # every kind, 3 seeds
     .venv/bin/python bench/univariate.py --kinds stuck,new_level --seeds 1 --set alert.k=2
@@ -155,6 +157,20 @@ def new_level(rng: np.random.Generator) -> tuple[F, Ints]:
     return x, y
 
 
+def offline_history(rng: np.random.Generator) -> tuple[F, Ints]:
+    sd = 0.3
+    x = _cycle(rng, ROWS) + rng.normal(0, sd, ROWS)
+    # Ten hours offline inside the training part, exported as 0.0: unlabelled, as a
+    # historian export holds it; then an excursion of 8 noise sd for 50 minutes.
+    off = int(rng.integers(DAY // 2, int(ROWS * TRAIN_FRACTION) - DAY // 2 - 120))
+    x[off : off + 120] = 0.0
+    (s,) = _test_starts(rng, ROWS, 1, 10)
+    x[s : s + 10] += 8 * sd
+    y = np.zeros(ROWS, dtype=np.int64)
+    y[s : s + 10] = 1
+    return x, y
+
+
 KINDS: dict[str, Callable[[np.random.Generator], tuple[F, Ints]]] = {
     f.__name__: f
     for f in (
@@ -166,6 +182,7 @@ KINDS: dict[str, Callable[[np.random.Generator], tuple[F, Ints]]] = {
         walk_spikes,
         trend_shift,
         new_level,
+        offline_history,
     )
 }
 

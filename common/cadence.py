@@ -53,8 +53,8 @@ class Cadence:
         if self.interval_ms is None or self.p10_ms is None or self.p90_ms is None:
             return "no interval (fewer than two readings)"
         return (
-            f"median interval {_seconds(self.interval_ms)} "
-            f"(10-90 %: {_seconds(self.p10_ms)}-{_seconds(self.p90_ms)})"
+            f"median interval {duration_text(self.interval_ms)} "
+            f"(10-90 %: {duration_text(self.p10_ms)}-{duration_text(self.p90_ms)})"
         )
 
 
@@ -73,6 +73,13 @@ def cadence_of_intervals(intervals_ms: npt.ArrayLike) -> Cadence:
     return Cadence(float(median), float(p10), float(p90), int(diffs.size))
 
 
-def _seconds(ms: float) -> str:
+def duration_text(ms: float) -> str:
+    """A duration as people read it: seconds, minutes from 2 min, hours from 2 h.
+
+    >>> duration_text(1500), duration_text(300_000), duration_text(36_000_000)
+    ('1.5 s', '5 min', '10 h')
+    """
     s = ms / 1000.0
-    return f"{s:.3g} s" if s < 120 else f"{s / 60:.3g} min"
+    if s < 120:
+        return f"{s:.3g} s"
+    return f"{s / 60:.3g} min" if s < 7200 else f"{s / 3600:.3g} h"

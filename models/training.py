@@ -129,22 +129,42 @@ def _forward_fill(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return rows[last, np.arange(rows.shape[1])[None, :]]
 
 
+def _carried_for(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Per row, the most readings any signal's value has been carried forward to it."""
+    n = rows.shape[0]
+    present = ~np.isnan(rows)
+    last = np.maximum.accumulate(np.where(present, np.arange(n)[:, None], -1), axis=0)
+    carried: npt.NDArray[np.int64] = (np.arange(n)[:, None] - last).max(axis=1, initial=0)
+    return carried
+
+
 @dataclass
 class _Runs:
-    """Clean contiguous row blocks of one role (training or validation), with counts."""
+    """Clean contiguous row blocks of one role (training or validation), with counts.
+
+    ``stale_limit`` (``None``: no limit) is the monitor's ``window.stale_limit``: a row
+    where a signal's value has been carried forward for more readings than that is one
+    the monitor would not score a window at, so training splits there too, rather than
+    learn a long forward-filled stretch (a sensor offline for hours) as a flat normal."""
 
     window: int
+    stale_limit: int | None = None
     blocks: list[npt.NDArray[np.float64]] = field(default_factory=list)
     rows: int = 0
     excluded_rows: int = 0
+    stale_rows: int = 0
     filled_values: int = 0
     dropped_rows: int = 0
     short_rows: int = 0
 
     def add(self, rows: npt.NDArray[np.float64], keep: npt.NDArray[np.bool_]) -> None:
-        """Split ``rows`` at excluded rows (``~keep``) and clean each piece."""
+        """Split ``rows`` at excluded rows (``~keep``) and stale rows; clean each piece."""
         self.rows += rows.shape[0]
         self.excluded_rows += int((~keep).sum())
+        if self.stale_limit is not None and rows.shape[0]:
+            stale = keep & (_carried_for(rows) > self.stale_limit)
+            self.stale_rows += int(stale.sum())
+            keep = keep & ~stale
         edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
         for start, end in zip(edges[::2], edges[1::2], strict=True):
             piece = rows[start:end]
@@ -169,6 +189,7 @@ class _Runs:
         return {
             "rows": self.rows,
             "excluded_rows": self.excluded_rows,
+            "stale_rows": self.stale_rows,
             "filled_values": self.filled_values,
             "dropped_rows": self.dropped_rows,
             "short_run_rows": self.short_rows,
@@ -284,6 +305,7 @@ def train_model(
     progress: Progress | None = None,
     data_summary: Mapping[str, Any] | None = None,
     cadence: Mapping[str, Any] | None = None,
+    stale_limit: int | None = None,
     **hyper: Any,
 ) -> TrainedModel:
     """Fit scorer ``scorer`` on normal history and return the trained model.
@@ -295,8 +317,10 @@ def train_model(
     signal's first value are dropped (both counted in ``metadata["data"]``).
     ``data_summary`` (assets, time range, source file...) is copied into
     ``metadata["data"]``; ``cadence`` (the sampling intervals, ``Table.cadence()``) into
-    ``metadata["cadence"]``, where the monitor reads each asset's interval; ``hyper`` goes
-    to the scorer's constructor.
+    ``metadata["cadence"]``, where the monitor reads each asset's interval;
+    ``stale_limit`` (the monitor's ``window.stale_limit``; ``None``, no limit) the most
+    readings a value is carried forward before the row is left out, as the monitor leaves
+    such windows unscored; ``hyper`` goes to the scorer's constructor.
 
     ``progress`` receives ``{"stage": "prepared", ...}`` before fitting, the scorer's own
     events while it fits (the deep scorers send ``epoch``, ``loss``, ``val_loss``) and
@@ -340,7 +364,7 @@ def train_model(
         keep = ~excluded
     arr[~np.isfinite(arr)] = np.nan
 
-    train, val = _Runs(window), _Runs(window)
+    train, val = _Runs(window, stale_limit), _Runs(window, stale_limit)
     for start, end in ranges:
         n_val = int((end - start) * validation_fraction)
         split = end - n_val
@@ -360,7 +384,8 @@ def train_model(
             f"too few usable rows for window={window}: no run of at least {window} consecutive "
             f"clean training rows ({found}{n_rows} rows in {len(ranges)} segments; "
             f"training rows {usable['rows']}, excluded "
-            f"{usable['excluded_rows']}, dropped for missing values {usable['dropped_rows']}, "
+            f"{usable['excluded_rows']}, values carried forward past the stale limit "
+            f"{usable['stale_rows']}, dropped for missing values {usable['dropped_rows']}, "
             f"in runs shorter than the window {usable['short_run_rows']}).{hint} Give more "
             "history, a shorter window or a smaller validation_fraction"
         )

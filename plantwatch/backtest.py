@@ -17,9 +17,10 @@ import numpy.typing as npt
 
 from alerts.events import AlertEvent
 from common.progress import Progress
-from common.timestamps import format_ts_ms
+from common.timestamps import format_ts, format_ts_ms
 from models.artifact import TrainedModel
 from models.health import STEP_WINDOW
+from models.health.screen import FlatStretch, flat_stretches, screened_rows
 from models.training import train_model
 from plantwatch.monitor import Monitor
 from plantwatch.settings import Settings
@@ -265,16 +266,47 @@ def train_table(table: Table, settings: Settings, **kwargs: Any) -> TrainedModel
     """Train on a whole table: segments cut at gaps the monitor's ``window`` settings would
     cut at, the table's sampling intervals kept in the artifact; ``kwargs`` go to
     :func:`models.training.train_model`."""
+    segments = table.segments(
+        max_gap_ms=settings.window.max_gap_ms,
+        max_gap_intervals=settings.window.max_gap_intervals,
+    )
+    health = settings.sensor_health
+    if health.screen_history:
+        stretches = flat_stretches(
+            table.values,
+            segments,
+            table.signals,
+            stuck_factor=health.stuck_factor,
+            stuck_min_readings=health.stuck_min_readings,
+        )
+        if stretches:
+            bad = screened_rows(stretches, len(table))
+            given = kwargs.pop("exclude", None)
+            kwargs["exclude"] = bad if given is None else np.asarray(given, dtype=bool) | bad
+            summary = dict(kwargs.pop("data_summary", None) or {})
+            summary["screened"] = [_described(s, table) for s in stretches]
+            kwargs["data_summary"] = summary
     return train_model(
         table.values,
         table.signals,
-        segments=table.segments(
-            max_gap_ms=settings.window.max_gap_ms,
-            max_gap_intervals=settings.window.max_gap_intervals,
-        ),
+        segments=segments,
         cadence=table.cadence(),
+        stale_limit=settings.window.stale_limit,
         **kwargs,
     )
+
+
+def _described(stretch: FlatStretch, table: Table) -> dict[str, Any]:
+    """A screened stretch as the artifact and the training summary say it: rows and times."""
+    first, last = int(table.ts_ms[stretch.start]), int(table.ts_ms[stretch.end - 1])
+    asset = None if table.assets is None else str(table.assets[stretch.start])
+    return {
+        **stretch.to_json(),
+        **({"asset": asset} if asset is not None else {}),
+        "from": format_ts(first),
+        "to": format_ts(last),
+        "duration_s": (last - first) / 1000.0,
+    }
 
 
 def train_in_file(

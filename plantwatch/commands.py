@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from common.cadence import duration_text
 from common.progress import Progress
 from models.quality.registry import DEFAULT_KIND as DEFAULT_QUALITY_KIND
 from models.quality.registry import KINDS as QUALITY_KINDS
@@ -394,6 +395,7 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValueError as exc:  # the history cannot train a model: what was found, and why
         raise SystemExit(f"plantwatch: {exc}") from exc
+    _note_screened(model)
     path = model.save(args.model, overwrite=args.overwrite)
     cal = np.asarray(model.calibration_scores, dtype=np.float64)
     print(
@@ -654,6 +656,8 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:  # the training part cannot train, or the file fits no model
         raise SystemExit(f"plantwatch: {exc}") from exc
     write_results(result, args.out)
+    if model is None and result.model is not None:
+        _note_screened(result.model)
     _warn_undecided(result, settings)
     summary: dict[str, Any] = {
         "input": str(args.input),
@@ -692,6 +696,34 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
         + (f"; report {args.report}" if args.report else "")
     )
     return 0
+
+
+def _note_screened(model: Any) -> None:
+    """Say which flat-lined stretches of the history training left out, and how not to."""
+    stretches = model.metadata.get("data", {}).get("screened") or []
+    for s in stretches:
+        where = f" of {s['asset']}" if s.get("asset") else ""
+        print(
+            f"note: left out of training: {s['signal']}{where} held {s['value']:.6g} for "
+            f"{s['readings']:,} readings, {duration_text(1000.0 * s['duration_s'])} from "
+            f"{s['from']} to {s['to']} (it usually changes far sooner: {s['limit']:,} "
+            "readings unchanged count as flat-lined). A sensor offline?",
+            file=sys.stderr,
+        )
+    if stretches:
+        print(
+            "note: --set sensor_health.screen_history=false trains on every row as given",
+            file=sys.stderr,
+        )
+    data = model.metadata.get("data", {})
+    stale = sum(int(data.get(part, {}).get("stale_rows", 0)) for part in ("train", "validation"))
+    if stale:
+        print(
+            f"note: left out of training: {stale:,} rows where a signal's last value had been "
+            "carried forward over missing readings for longer than window.stale_limit; the "
+            "monitor does not score there either",
+            file=sys.stderr,
+        )
 
 
 def _warn_undecided(result: Any, settings: Settings) -> None:

@@ -71,3 +71,8 @@ class SensorHealthConfig(Config, frozen=True, kw_only=True):
     #: its own step scales at the same reading: a process change moves related signals
     #: together, a sensor's own fault moves one.
     step_alone_z: Annotated[float, msgspec.Meta(gt=0)] = STEP_MOVED_Z
+    #: Before training, leave out of the history the stretches where a signal flat-lined
+    #: far longer than it usually holds a value (a sensor offline, exported as 0.0 or its
+    #: last reading: :mod:`models.health.screen`). The training summary names each one;
+    #: false trains on every row, as given.
+    screen_history: bool = True

@@ -1,0 +1,138 @@
+"""Screening a training history for flat-lined stretches before anything learns from it.
+
+A historian export often holds a sensor that was offline for hours, written as one repeated
+value (0.0, the last good reading, a fill value). Learned as normal it teaches everything
+that comes after the wrong thing: the model and its thresholds learn the drop to the fill
+value and back as ordinary excursions (a +8 noise-sd excursion later in the stream went
+unseen: docs/BENCHMARKS.md, "Bad values in the history"), and the stuck rule learns that a
+frozen value may last that long. Screening finds such stretches the way the live stuck
+rule judges a run (readings that do not change by more than a fraction of the signal's
+typical step), but relative to what the signal *usually* does rather than to its longest
+run, which is the very thing a bad stretch poisons:
+
+* a stretch is flat when it holds at least ``stuck_factor`` times the 99th percentile of
+  the signal's run lengths, and at least ``stuck_min_readings`` readings;
+* a signal whose flat stretches recur (more than :data:`MAX_STRETCHES`) or cover half its
+  readings is operated that way (a set-point, a pump stopped every night): nothing of it is
+  screened, and its long runs stay normal.
+
+The rows of a screened stretch are left out of training and calibration for every signal
+(a model of several signals would otherwise learn the broken relations), and the training
+summary names each stretch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from models.health.kernels import _check_segments, _clean
+
+#: More flat stretches than this in one signal are a way of operating, not a fault.
+MAX_STRETCHES: Final = 2
+#: Flat stretches covering this share of a signal's readings or more: a held signal.
+MAX_SHARE: Final = 0.5
+#: The run-length percentile that says what a signal usually does.
+_TYPICAL_PERCENTILE: Final = 99.0
+
+
+@dataclass(frozen=True)
+class FlatStretch:
+    """Rows ``[start, end)`` over which ``signal`` held ``value`` (``readings`` of them)."""
+
+    signal: str
+    start: int
+    end: int
+    readings: int
+    value: float
+    #: The fewest readings that made a run flat for this signal.
+    limit: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "start_row": self.start,
+            "end_row": self.end,
+            "readings": self.readings,
+            "value": self.value,
+            "limit": self.limit,
+        }
+
+
+def _finite(col: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = col[np.isfinite(col)]
+    return out
+
+
+def _runs(col: npt.NDArray[np.float64], tolerance: float) -> list[tuple[int, int, int]]:
+    """The runs of unchanged finite readings in ``col``: (first row, last row, readings)."""
+    rows = np.flatnonzero(np.isfinite(col))
+    if rows.size == 0:
+        return []
+    v = col[rows]
+    changed = np.r_[True, ~(np.abs(np.diff(v)) <= tolerance)]
+    starts = np.flatnonzero(changed)
+    ends = np.r_[starts[1:], rows.size] - 1
+    return list(
+        zip(rows[starts].tolist(), rows[ends].tolist(), (ends - starts + 1).tolist(), strict=True)
+    )
+
+
+def flat_stretches(
+    values: npt.ArrayLike,
+    segments: Sequence[tuple[int, int]],
+    signals: Sequence[str],
+    *,
+    stuck_factor: float = 3.0,
+    stuck_min_readings: int = 30,
+    flat_tolerance: float = 0.01,
+) -> list[FlatStretch]:
+    """The flat-lined stretches of a training history (rows x signals, NaN for missing).
+
+    ``segments`` are the [start, end) row ranges contiguous in time (a run never crosses
+    one); ``flat_tolerance`` is the fraction of the signal's median non-zero change under
+    which a reading counts as unchanged (the sensor-health profile's own).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(10, 1, size=(1000, 1))
+    >>> x[300:420] = 0.0  # offline for 120 readings
+    >>> [(s.start, s.end, s.value) for s in flat_stretches(x, [(0, 1000)], ["temp"])]
+    [(300, 420, 0.0)]
+    >>> held = np.repeat(rng.normal(size=10), 100)[:, None]  # a set-point: runs of 100
+    >>> flat_stretches(held, [(0, 1000)], ["sp"])
+    []
+    """
+    names = tuple(signals)
+    x = _clean(values, len(names), "training values")
+    spans = _check_segments(segments, x.shape[0])
+    found: list[FlatStretch] = []
+    for j, name in enumerate(names):
+        steps = np.concatenate([np.abs(np.diff(_finite(x[a:b, j]))) for a, b in spans])
+        moved = steps[steps > 0]
+        if moved.size == 0:
+            continue  # never changed: no notion of "usually"; the profile turns the rule off
+        tolerance = flat_tolerance * float(np.median(moved))
+        runs = [(a + s, a + e, n) for a, b in spans for s, e, n in _runs(x[a:b, j], tolerance)]
+        lengths = np.array([n for _, _, n in runs], dtype=np.float64)
+        typical = float(np.percentile(lengths, _TYPICAL_PERCENTILE))
+        limit = max(stuck_min_readings, int(np.ceil(stuck_factor * typical)))
+        flat = [(s, e, n) for s, e, n in runs if n >= limit]
+        readings = int(lengths.sum())
+        if not flat or len(flat) > MAX_STRETCHES:
+            continue
+        if sum(n for _, _, n in flat) >= MAX_SHARE * readings:
+            continue
+        found.extend(FlatStretch(name, s, e + 1, n, float(x[s, j]), limit) for s, e, n in flat)
+    return sorted(found, key=lambda f: (f.start, f.signal))
+
+
+def screened_rows(stretches: Sequence[FlatStretch], rows: int) -> npt.NDArray[np.bool_]:
+    """A mask over ``rows`` rows: true inside any of ``stretches``."""
+    mask = np.zeros(rows, dtype=np.bool_)
+    for s in stretches:
+        mask[s.start : s.end] = True
+    return mask
