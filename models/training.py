@@ -379,6 +379,19 @@ def train_model(
             if not np.isfinite(arr[np.concatenate([np.arange(a, b) for a, b in ranges]), j]).any()
         ]
         hint = f" Signals with no value at all: {never_seen}." if never_seen else ""
+        if usable["stale_rows"] and stale_limit is not None:
+            gaps = [
+                name
+                for j, name in enumerate(names)
+                if (_carried_for(arr[:, j : j + 1]) > stale_limit).mean() > 0.25
+            ]
+            if gaps:
+                hint += (
+                    f" Signals missing for more than {stale_limit} readings in a row over much "
+                    f"of the history: {gaps} (reported less often than the others? The "
+                    "monitor does not score a window once a value has been carried that "
+                    "long: raise window.stale_limit, or leave them out of the file)."
+                )
         found = f"{Cadence.from_json(cadence).describe()}, " if cadence else ""
         raise ValueError(
             f"too few usable rows for window={window}: no run of at least {window} consecutive "

@@ -142,3 +142,14 @@ def test_an_excursion_is_found_after_an_offline_stretch_in_the_history(
     assert found["true"] == 1
     if how == "zeros":
         assert found["false"] == 0  # the screen is what finds it
+
+
+def test_a_signal_reported_far_less_often_is_named_when_nothing_can_train() -> None:
+    # An analyser value every 15 rows beside signals every row: the monitor would call it
+    # stale most of the time, so training says which signal and which setting.
+    x = np.random.default_rng(5).normal(size=(2000, 3))
+    x[np.arange(2000) % 15 != 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"\['lab'\].*window\.stale_limit"):
+        train_model(x, ["a", "b", "lab"], window=16, stale_limit=5)
+    model = train_model(x, ["a", "b", "lab"], window=16, stale_limit=20)
+    assert model.metadata["data"]["train"]["stale_rows"] == 0
