@@ -22,6 +22,7 @@ Kinds (5-minute cadence, daily cycle of 288 rows unless said; ``label`` marks th
                        them is normal
 - ``offline_history``  daily cycle; 10 h at 0.0 inside the *training* part (a sensor
                        offline in the export, unlabelled), and 10 rows 8 noise sd up later
+- ``sentinel_history`` the same excursion after 20 training readings written as -9999
 
     .venv/bin/python bench/univariate.py                    # every kind, 3 seeds
     .venv/bin/python bench/univariate.py --kinds stuck,new_level --seeds 1 --set alert.k=2
@@ -171,6 +172,20 @@ def offline_history(rng: np.random.Generator) -> tuple[F, Ints]:
     return x, y
 
 
+def sentinel_history(rng: np.random.Generator) -> tuple[F, Ints]:
+    sd = 0.3
+    x = _cycle(rng, ROWS) + rng.normal(0, sd, ROWS)
+    # 20 readings of the training part exported as a historian's bad-quality sentinel
+    # (-9999, unlabelled); then an excursion of 8 noise sd for 50 minutes.
+    bad = rng.choice(np.arange(DAY // 4, int(ROWS * TRAIN_FRACTION)), 20, replace=False)
+    x[bad] = -9999.0
+    (s,) = _test_starts(rng, ROWS, 1, 10)
+    x[s : s + 10] += 8 * sd
+    y = np.zeros(ROWS, dtype=np.int64)
+    y[s : s + 10] = 1
+    return x, y
+
+
 KINDS: dict[str, Callable[[np.random.Generator], tuple[F, Ints]]] = {
     f.__name__: f
     for f in (
@@ -183,6 +198,7 @@ KINDS: dict[str, Callable[[np.random.Generator], tuple[F, Ints]]] = {
         trend_shift,
         new_level,
         offline_history,
+        sentinel_history,
     )
 }
 

@@ -20,7 +20,7 @@ from common.progress import Progress
 from common.timestamps import format_ts, format_ts_ms
 from models.artifact import TrainedModel
 from models.health import STEP_WINDOW
-from models.health.screen import FlatStretch, flat_stretches, screened_rows
+from models.health.screen import FlatStretch, flat_stretches, gross_readings, screened_rows
 from models.training import train_model
 from plantwatch.monitor import Monitor
 from plantwatch.settings import Settings
@@ -279,12 +279,16 @@ def train_table(table: Table, settings: Settings, **kwargs: Any) -> TrainedModel
             stuck_factor=health.stuck_factor,
             stuck_min_readings=health.stuck_min_readings,
         )
-        if stretches:
-            bad = screened_rows(stretches, len(table))
+        gross = gross_readings(table.values, segments, table.signals)
+        if stretches or gross:
+            bad = screened_rows(stretches, len(table), gross)
             given = kwargs.pop("exclude", None)
             kwargs["exclude"] = bad if given is None else np.asarray(given, dtype=bool) | bad
             summary = dict(kwargs.pop("data_summary", None) or {})
             summary["screened"] = [_described(s, table) for s in stretches]
+            summary["screened_gross"] = [
+                {**g.to_json(), "first": format_ts(int(table.ts_ms[g.rows[0]]))} for g in gross
+            ]
             kwargs["data_summary"] = summary
     return train_model(
         table.values,

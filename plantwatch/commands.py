@@ -710,7 +710,18 @@ def _note_screened(model: Any) -> None:
             "readings unchanged count as flat-lined). A sensor offline?",
             file=sys.stderr,
         )
-    if stretches:
+    gross = model.metadata.get("data", {}).get("screened_gross") or []
+    for g in gross:
+        values = (
+            f"{g['low']:.6g}" if g["low"] == g["high"] else f"{g['low']:.6g} to {g['high']:.6g}"
+        )
+        print(
+            f"note: left out of training: {g['readings']:,} readings of {g['signal']} far "
+            f"outside its local band ({values}, against a spread of {g['spread']:.3g}; the "
+            f"first at {g['first']}): fill values, dropouts or sentinels?",
+            file=sys.stderr,
+        )
+    if stretches or gross:
         print(
             "note: --set sensor_health.screen_history=false trains on every row as given",
             file=sys.stderr,
