@@ -699,7 +699,8 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _note_screened(model: Any) -> None:
-    """Say which flat-lined stretches of the history training left out, and how not to."""
+    """Say what of the history training left out (flat-lined stretches, fill values, rows
+    gone stale), and how to keep it."""
     stretches = model.metadata.get("data", {}).get("screened") or []
     for s in stretches:
         where = f" of {s['asset']}" if s.get("asset") else ""

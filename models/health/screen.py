@@ -81,18 +81,16 @@ def _finite(col: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _runs(col: npt.NDArray[np.float64], tolerance: float) -> list[tuple[int, int, int]]:
-    """The runs of unchanged finite readings in ``col``: (first row, last row, readings)."""
+def _runs(col: npt.NDArray[np.float64], tolerance: float) -> npt.NDArray[np.int64]:
+    """The runs of unchanged finite readings in ``col``, one row each: first row, last
+    row, readings."""
     rows = np.flatnonzero(np.isfinite(col))
     if rows.size == 0:
-        return []
-    v = col[rows]
-    changed = np.r_[True, ~(np.abs(np.diff(v)) <= tolerance)]
+        return np.zeros((0, 3), dtype=np.int64)
+    changed = np.r_[True, ~(np.abs(np.diff(col[rows])) <= tolerance)]
     starts = np.flatnonzero(changed)
     ends = np.r_[starts[1:], rows.size] - 1
-    return list(
-        zip(rows[starts].tolist(), rows[ends].tolist(), (ends - starts + 1).tolist(), strict=True)
-    )
+    return np.column_stack([rows[starts], rows[ends], ends - starts + 1]).astype(np.int64)
 
 
 def flat_stretches(
@@ -129,17 +127,17 @@ def flat_stretches(
         if moved.size == 0:
             continue  # never changed: no notion of "usually"; the profile turns the rule off
         tolerance = flat_tolerance * float(np.median(moved))
-        runs = [(a + s, a + e, n) for a, b in spans for s, e, n in _runs(x[a:b, j], tolerance)]
-        lengths = np.array([n for _, _, n in runs], dtype=np.float64)
+        # Row numbers within each segment, shifted to the table's.
+        runs = np.vstack([_runs(x[a:b, j], tolerance) + np.array([a, a, 0]) for a, b in spans])
+        lengths = runs[:, 2]
         typical = float(np.percentile(lengths, _TYPICAL_PERCENTILE))
         limit = max(stuck_min_readings, int(np.ceil(stuck_factor * typical)))
-        flat = [(s, e, n) for s, e, n in runs if n >= limit]
-        readings = int(lengths.sum())
-        if not flat or len(flat) > MAX_STRETCHES:
+        flat = runs[lengths >= limit]
+        if not 0 < len(flat) <= MAX_STRETCHES or flat[:, 2].sum() >= MAX_SHARE * lengths.sum():
             continue
-        if sum(n for _, _, n in flat) >= MAX_SHARE * readings:
-            continue
-        found.extend(FlatStretch(name, s, e + 1, n, float(x[s, j]), limit) for s, e, n in flat)
+        found.extend(
+            FlatStretch(name, s, e + 1, n, float(x[s, j]), limit) for s, e, n in flat.tolist()
+        )
     return sorted(found, key=lambda f: (f.start, f.signal))
 
 
