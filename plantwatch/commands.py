@@ -41,6 +41,11 @@ examples:
   plantwatch train --input skab/anomaly-free/anomaly-free.csv --scorer conv-ae --model models/skab
   plantwatch train --input plant.csv --labels fault --model models/plant  # fault=1 rows left out
 
+  Also left out, and named in a note: stretches where a signal flat-lined far longer than it
+  usually holds a value (a sensor offline), fill values such as 0.0 or -9999 far outside the
+  signal's band, and rows where a missing value would be carried past window.stale_limit.
+  --set sensor_health.screen_history=false keeps the first two.
+
 quality (soft sensor): predict a lab-measured quality column from the process readings
   plantwatch train --task quality --target y2 --inputs u1,u2,u3,u4,u5 \\
       --input SRU_data.txt --train-rows 8000 --predictor ridge --lags 0,2,4,6,8 --model models/so2
