@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.health.kernels import _check_segments, _clean, _prev_median
+from models.health.profile import _MAD_TO_SIGMA, _MEAN_AD_TO_SIGMA
 
 #: More flat stretches than this in one signal are a way of operating, not a fault.
 MAX_STRETCHES: Final = 2
@@ -49,8 +50,6 @@ GROSS_Z: Final = 20.0
 #: times (a fill value), and at most on this share of the signal's readings.
 MIN_FILL_REPEATS: Final = 3
 MAX_FILL_SHARE: Final = 0.1
-_MAD_TO_SIGMA: Final = 1.4826
-_MEAN_AD_TO_SIGMA: Final = 1.2533
 
 
 @dataclass(frozen=True)
